@@ -1,0 +1,1 @@
+"""Data layer: embedded solvers, PDEBench download, conversion to netCDF, splits and statistics."""

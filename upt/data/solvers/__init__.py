@@ -1,0 +1,1 @@
+"""Numerical solvers that generate the embedded datasets in PDEBench's own HDF5 layouts."""

@@ -1,0 +1,9 @@
+"""The one exception type the command line turns into a one-line message."""
+
+
+class UptError(Exception):
+    """A problem with the user's input (a file, a key, a config value) that the message names.
+
+    The CLI prints ``error: <message>`` and exits with status 1 instead of a traceback, so each
+    message must say which file or key is at fault on its own.
+    """
