@@ -1,0 +1,99 @@
+"""The ``upt`` command line: one subcommand per pipeline step, each callable by hand or by a rule.
+
+Subcommands import their implementation lazily so ``upt --help`` stays fast and a step that needs
+torch does not slow down one that only moves files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from upt import __version__
+from upt.errors import UptError
+
+
+def _generate(args: argparse.Namespace) -> None:
+    if args.pde == "burgers1d":
+        from upt.data.solvers.burgers import generate_burgers1d
+
+        generate_burgers1d(args.out, samples=args.samples, nu=args.nu, resolution=args.resolution,
+                           seed=args.seed)
+    else:
+        from upt.data.solvers.diffreact import generate_diffreact2d
+
+        generate_diffreact2d(args.out, samples=args.samples, resolution=args.resolution, seed=args.seed)
+
+
+def _download(args: argparse.Namespace) -> None:
+    from upt.data.download import download
+
+    paths = download(args.pde, args.root, files=args.files, url_table=args.url_table,
+                     retries=args.retries)
+    for path in paths:
+        print(path)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from upt.data.convert import convert
+
+    convert(args.src, args.dst, reduce_x=args.reduce_x, reduce_t=args.reduce_t,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
+            md5=args.md5)
+
+
+def _stats(args: argparse.Namespace) -> None:
+    from upt.data.stats import compute_stats
+
+    compute_stats(args.src, args.dst)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="upt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"upt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="run an embedded solver and write PDEBench's HDF5 layout")
+    p.add_argument("pde", choices=["burgers1d", "diffreact2d"])
+    p.add_argument("out", type=Path)
+    p.add_argument("--samples", type=int, required=True)
+    p.add_argument("--resolution", type=int, required=True, help="grid points per spatial axis")
+    p.add_argument("--nu", type=float, default=0.01, help="Burgers viscosity (PDEBench's nu; the PDE uses nu/pi)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("download", help="fetch PDEBench files, MD5-verified, resumable")
+    p.add_argument("--pde", required=True, help="the PDE column of the URL table, e.g. Burgers")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--files", nargs="+", default=None, help="file names to fetch (default: all of --pde)")
+    p.add_argument("--url-table", type=Path, default=None, help="a table with PDEBench's columns (a mirror)")
+    p.add_argument("--retries", type=int, default=5)
+    p.set_defaults(func=_download)
+
+    p = sub.add_parser("convert", help="PDEBench HDF5 -> canonical netCDF with a train/val/test split")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--reduce-x", type=int, default=1, help="keep every K-th spatial point ([::K])")
+    p.add_argument("--reduce-t", type=int, default=1, help="keep every K-th frame ([::K])")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--md5", default=None, help="record this MD5 of SRC in the provenance (skips hashing)")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("stats", help="per-field normalization statistics from the training split")
+    p.add_argument("src", type=Path, help="a converted netCDF file")
+    p.add_argument("dst", type=Path, help="output JSON")
+    p.set_defaults(func=_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
