@@ -1,0 +1,139 @@
+"""1D viscous Burgers equation, generated the way PDEBench generates ``1D_Burgers_Sols_Nu*.hdf5``.
+
+Equation, on x in (0, 1) with periodic boundaries:
+
+    u_t + (u^2 / 2)_x = (nu / pi) u_xx
+
+Scheme (PDEBench's, with a Rusanov flux): finite volumes on N cells with centres x_i = (i + 1/2)/N;
+piecewise-linear reconstruction with the monotonized-central (MC) limiter; Rusanov (local
+Lax-Friedrichs) flux for the convective part and a central difference for the viscous flux; the
+midpoint predictor-corrector in time,
+
+    u*      = u^n - dt/2 * D(u^n),        u^{n+1} = u^n - dt * D(u*),
+
+where D(u) is the divergence of the numerical flux. Each sample takes its own adaptive step
+dt = 0.25 * min(dx / max|u|, 0.5 * dx^2 * pi / nu), shortened so saves land exactly on ``t_save``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import h5py
+import numpy as np
+
+from upt.atomic import atomic_output
+from upt.errors import UptError
+
+T_END = 2.0
+DT_SAVE = 0.01
+CFL = 0.25
+SOLVER = "FV, MC-limited linear reconstruction, Rusanov flux, midpoint predictor-corrector"
+
+
+def burgers_initial_condition(rng: np.random.Generator, samples: int, x: np.ndarray) -> np.ndarray:
+    """PDEBench's random ``sin`` initial condition (``init_multi`` with k_tot=4) at the points x in (0, 1).
+
+    u0(x) = sum_{k=1..4} A_k sin(2 pi k c_k x + phi_k), A_k ~ U(0, 1), phi_k ~ U(0, 2 pi), where c_k
+    counts how often k was among two wavenumbers drawn from {1..4}. As in PDEBench, an unpicked mode
+    (c_k = 0) leaves the constant A_k sin(phi_k), and a mode picked twice has wavenumber 2k.
+    Then u0 -> |u0| with probability 0.1, a random sign, and with probability 0.1 a tanh window
+    0.5 (tanh((x - xL)/0.01) - tanh((x - xR)/0.01)), xL ~ U(0.1, 0.45), xR ~ U(0.55, 0.9).
+    Returns an array [samples, len(x)].
+    """
+    picks = rng.integers(1, 5, size=(samples, 2))
+    counts = (picks[:, :, None] == np.arange(1, 5)).sum(axis=1)  # [S, 4]
+    amp = rng.uniform(0.0, 1.0, size=(samples, 4, 1))
+    phase = rng.uniform(0.0, 2.0 * np.pi, size=(samples, 4, 1))
+    wavenumber = 2.0 * np.pi * np.arange(1, 5) * counts  # [S, 4]
+    u = (amp * np.sin(wavenumber[:, :, None] * x + phase)).sum(axis=1)
+
+    u = np.where(rng.random((samples, 1)) < 0.1, np.abs(u), u)
+    u *= rng.choice([-1.0, 1.0], size=(samples, 1))
+
+    x_left = rng.uniform(0.1, 0.45, size=(samples, 1))
+    x_right = rng.uniform(0.55, 0.9, size=(samples, 1))
+    window = 0.5 * (np.tanh((x - x_left) / 0.01) - np.tanh((x - x_right) / 0.01))
+    return np.where(rng.random((samples, 1)) < 0.1, u * window, u)
+
+
+def burgers_time_step(u: np.ndarray, dx: float, nu: float) -> np.ndarray:
+    """Stable step per sample: 0.25 * min(dx / max|u|, 0.5 dx^2 pi / nu), PDEBench's rule. u: [S, N]."""
+    advective = dx / (np.abs(u).max(axis=1) + 1e-8)  # PDEBench's guard against u == 0
+    diffusive = 0.5 * dx**2 * np.pi / nu
+    return CFL * np.minimum(advective, diffusive)
+
+
+def _mc_slope(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
+    """Monotonized-central limited slope (times dx) from the backward and forward differences."""
+    centred = 0.5 * (back + fwd)
+    bound = 2.0 * np.minimum(np.abs(back), np.abs(fwd))
+    return np.where(back * fwd > 0.0, np.sign(centred) * np.minimum(bound, np.abs(centred)), 0.0)
+
+
+def _flux_divergence(u: np.ndarray, dx: float, nu: float) -> np.ndarray:
+    """(F_{i+1/2} - F_{i-1/2}) / dx for the periodic cells u [S, N]; face i+1/2 lies right of cell i."""
+    jump = np.roll(u, -1, axis=1) - u  # u_{i+1} - u_i across face i+1/2
+    slope = _mc_slope(np.roll(jump, 1, axis=1), jump)
+    left = u + 0.5 * slope  # cell i's value at its right face
+    right = np.roll(u - 0.5 * slope, -1, axis=1)  # cell i+1's value at its left face
+    speed = np.maximum(np.abs(left), np.abs(right))
+    flux = 0.25 * (left**2 + right**2) - 0.5 * speed * (right - left) - (nu / np.pi) * jump / dx
+    # Each face flux enters two cells with opposite signs, so sum(u) changes only by round-off.
+    return (flux - np.roll(flux, 1, axis=1)) / dx
+
+
+def solve_burgers(u0: np.ndarray, nu: float, t_save: np.ndarray, dx: float | None = None) -> np.ndarray:
+    """Evolve cell values u0 [S, N] (periodic, dx = 1/N by default) and return u at t_save: [S, T, N].
+
+    t_save[0] is the time of u0. Samples are advanced together but each with its own step, so a
+    sample's trajectory does not depend on which other samples share the batch.
+    """
+    u = np.array(u0, dtype=np.float64)
+    dx = 1.0 / u.shape[1] if dx is None else dx
+    out = np.empty((u.shape[0], len(t_save), u.shape[1]))
+    out[:, 0] = u
+    for k, interval in enumerate(np.diff(t_save), start=1):
+        elapsed = np.zeros(u.shape[0])
+        while np.any(elapsed < interval):
+            remaining = interval - elapsed
+            dt = np.minimum(burgers_time_step(u, dx, nu), remaining)  # 0 for samples already there
+            half = u - 0.5 * dt[:, None] * _flux_divergence(u, dx, nu)
+            u = u - dt[:, None] * _flux_divergence(half, dx, nu)
+            elapsed = np.where(dt == remaining, interval, elapsed + dt)
+        out[:, k] = u
+    return out
+
+
+def _validate(samples: int, nu: float, resolution: int, seed: int) -> None:
+    if not isinstance(samples, int) or samples < 1:
+        raise UptError(f"burgers1d: samples must be an integer >= 1, got {samples!r}")
+    if not isinstance(resolution, int) or resolution < 8:
+        raise UptError(f"burgers1d: resolution must be an integer >= 8, got {resolution!r}")
+    if not (isinstance(nu, (int, float)) and math.isfinite(nu) and nu > 0):
+        raise UptError(f"burgers1d: nu must be a finite number > 0, got {nu!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UptError(f"burgers1d: seed must be an integer >= 0, got {seed!r}")
+
+
+def generate_burgers1d(out: str | os.PathLike, samples: int, nu: float, resolution: int,
+                       seed: int = 0) -> None:
+    """Write ``samples`` Burgers trajectories on ``resolution`` cells to ``out`` in PDEBench's layout.
+
+    Datasets: ``tensor`` [sample, 201, x] float32 (t = 0, 0.01, ..., 2), ``x-coordinate`` [x] (cell
+    centres) and ``t-coordinate`` [202] (0, ..., 2.01: PDEBench stores one time more than frames).
+    Root attributes: ``Nu`` (the nu of the equation above), ``generator``, ``seed``, ``solver``.
+    """
+    _validate(samples, nu, resolution, seed)
+    x = (np.arange(resolution) + 0.5) / resolution
+    frames = round(T_END / DT_SAVE) + 1
+    t_save = np.arange(frames) * DT_SAVE
+    u0 = burgers_initial_condition(np.random.default_rng(seed), samples, x)
+    with atomic_output(out) as tmp:
+        u = solve_burgers(u0, nu, t_save)
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("tensor", data=u.astype(np.float32))
+            f.create_dataset("x-coordinate", data=x.astype(np.float32))
+            f.create_dataset("t-coordinate", data=(np.arange(frames + 1) * DT_SAVE).astype(np.float32))
+            f.attrs.update({"Nu": float(nu), "generator": "upt", "seed": seed, "solver": SOLVER})
