@@ -1,0 +1,80 @@
+# Data stage: a PDEBench-layout HDF5 file (generated or downloaded) -> canonical netCDF -> statistics.
+
+
+rule generate:
+    """Run an embedded solver; writes PDEBench's own HDF5 layout."""
+    output:
+        f"{RESULTS}/{{dataset}}/raw.h5",
+    params:
+        gen=lambda wc: dataset_config(wc.dataset)["source"]["generate"],
+        version=UPT_VERSION,
+    log:
+        f"{RESULTS}/logs/{{dataset}}/generate.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "upt generate {params.gen[pde]} {output} --samples {params.gen[samples]}"
+        " --resolution {params.gen[resolution]} --nu {params.gen[nu]} --seed {params.gen[seed]}"
+        " > {log} 2>&1"
+
+
+rule download:
+    """Fetch one PDEBench file, MD5-verified and resumable."""
+    output:
+        f"{config['pdebench_root']}/{{relpath}}",
+    wildcard_constraints:
+        relpath="|".join(re.escape(p) for p in PDEBENCH_FILES) or "__none__",
+    params:
+        pde=lambda wc: PDEBENCH_FILES[wc.relpath][0],
+        file=lambda wc: PDEBENCH_FILES[wc.relpath][1],
+        table=f"--url-table {config['url_table']}" if config["url_table"] else "",
+        root=config["pdebench_root"],
+    log:
+        f"{config['pdebench_root']}/logs/{{relpath}}.log",
+    retries: 3
+    resources:
+        mem_mb=1000,
+        runtime=600,
+    shell:
+        "upt download --pde {params.pde} --root {params.root} --files {params.file} {params.table}"
+        " > {log} 2>&1"
+
+
+rule convert:
+    """PDEBench HDF5 -> canonical netCDF (reduced resolution, train/val/test split recorded)."""
+    input:
+        raw_file,
+    output:
+        f"{RESULTS}/{{dataset}}/data.nc",
+    params:
+        convert=lambda wc: dataset_config(wc.dataset)["convert"],
+        splits=lambda wc: dataset_config(wc.dataset)["splits"],
+        version=UPT_VERSION,
+    log:
+        f"{RESULTS}/logs/{{dataset}}/convert.log",
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "upt convert {input} {output} --reduce-x {params.convert[reduce_x]}"
+        " --reduce-t {params.convert[reduce_t]} --val-fraction {params.splits[val_fraction]}"
+        " --test-fraction {params.splits[test_fraction]} --split-seed {params.splits[seed]}"
+        " > {log} 2>&1"
+
+
+rule stats:
+    """Per-field normalization statistics from the training split only."""
+    input:
+        f"{RESULTS}/{{dataset}}/data.nc",
+    output:
+        f"{RESULTS}/{{dataset}}/stats.json",
+    params:
+        version=UPT_VERSION,
+    log:
+        f"{RESULTS}/logs/{{dataset}}/stats.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "upt stats {input} {output} > {log} 2>&1"
