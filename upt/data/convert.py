@@ -24,7 +24,7 @@ from upt.errors import UptError
 
 def convert(src: str | Path, dst: str | Path, *, reduce_x: int = 1, reduce_t: int = 1,
             val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-            md5: str | None = None, block_mb: float = 128.0) -> Path:
+            md5: str | None = None, block_mb: float = 32.0) -> Path:
     """Convert ``src`` to ``dst``, keeping every ``reduce_x``-th point and ``reduce_t``-th frame."""
     for name, value in (("reduce_x", reduce_x), ("reduce_t", reduce_t)):
         if int(value) != value or value < 1:

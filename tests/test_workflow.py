@@ -1,0 +1,105 @@
+"""The real workflow, end to end through the `snakemake` command line, on tiny data."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+
+from pdebench_files import write_1d_tensor
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / ".test" / "config.yaml"
+
+
+def snakemake(workdir: Path, target: str, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Build ``target`` with the repository's Snakefile in ``workdir``, this interpreter's `upt` on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", target, *args, "--configfile", str(config)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_dry_run_parses_default_and_pdebench_configs(tmp_path):
+    for config in (REPO / "config" / "config.yaml", REPO / "config" / "pdebench.yaml"):
+        out = snakemake(tmp_path, "all_ablations", config, "-n").stdout
+        assert "all_ablations" in out
+    assert "download" in out  # the PDEBench config fetches its files
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda c: c["datasets"]["burgers1d"]["convert"].update(reduce_x=0), "reduce_x"),
+    (lambda c: c["datasets"]["burgers1d"].update(convrt={}), "convrt"),
+    (lambda c: c["datasets"]["burgers1d"]["source"]["generate"].update(samples="many"), "samples"),
+])
+def test_invalid_config_fails_naming_the_key(tmp_path, edit, needle):
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    edit(config)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "all_ablations", tmp_path / "bad.yaml", "-n", check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_data_stage_end_to_end(tmp_path):
+    snakemake(tmp_path, "all_data", TEST_CONFIG)
+    results = tmp_path / "results"
+    for dataset, field in (("burgers1d", "u"), ("diffreact2d", "v")):
+        with h5py.File(results / dataset / "raw.h5") as raw, xr.open_dataset(results / dataset / "data.nc") as ds:
+            assert ds[field].dims[:2] == ("sample", "time") and np.isfinite(ds[field].values).all()
+            assert set(ds["split"].values.astype(str)) == {"train", "val", "test"}
+            if dataset == "burgers1d":  # converted values are the raw file's, reduced by [::K]
+                np.testing.assert_array_equal(ds["u"].values, raw["tensor"][:, ::10, ::2])
+        assert "mean" in (results / dataset / "stats.json").read_text()
+        assert (results / "logs" / dataset / "convert.log").exists()
+    rerun = snakemake(tmp_path, "all_data", TEST_CONFIG)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+@pytest.fixture
+def file_server(tmp_path, monkeypatch):
+    """Serve ``tmp_path/served`` over HTTP on 127.0.0.1 (ephemeral port), stopped after the test."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_download_rule_from_a_mirror(tmp_path, file_server):
+    root, url = file_server
+    data = write_1d_tensor(root / "1D_Burgers_Sols_Nu0.01.hdf5", samples=5)
+    md5 = hashlib.md5((root / "1D_Burgers_Sols_Nu0.01.hdf5").read_bytes()).hexdigest()
+    pd.DataFrame([{"PDE": "Burgers", "Filename": "1D_Burgers_Sols_Nu0.01.hdf5", "URL": url + "1D_Burgers_Sols_Nu0.01.hdf5",
+                   "Path": "1D/Burgers/Train/", "MD5": md5}]).to_csv(tmp_path / "mirror.csv", index=False)
+    config = {"results": "results", "pdebench_root": "pdebench", "url_table": str(tmp_path / "mirror.csv"),
+              "datasets": {"burgers": {"source": {"download": {"pde": "Burgers", "file": "1D_Burgers_Sols_Nu0.01.hdf5"}},
+                                       "splits": {"val_fraction": 0.2, "test_fraction": 0.2}}}}
+    (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "all_data", tmp_path / "mirror.yaml")
+    assert (tmp_path / "pdebench" / "1D" / "Burgers" / "Train" / "1D_Burgers_Sols_Nu0.01.hdf5").exists()
+    with xr.open_dataset(tmp_path / "results" / "burgers" / "data.nc") as ds:
+        np.testing.assert_array_equal(ds["u"].values, data)
+        assert ds.attrs["source_md5"] == md5
