@@ -1,0 +1,264 @@
+"""Models: shapes, resolution and point-order freedom, conditioning, gradients, rollouts, sizes."""
+
+import pytest
+import torch
+
+from upt.errors import UptError
+from upt.models import PRESETS, AnyPointDecoder, GridEncoder, LatentDenoiser, MeshParticleEncoder
+from upt.models import PureTransformer, UShapedTransformer, build_model, count_parameters
+from upt.models import log_clamp, parameter_table
+from upt.models.layers import Block, DropPath
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def grid_pos(*shape):
+    """Row-major points of a tensor-product grid on [0, 1]^d, [1, N, d]."""
+    axes = torch.meshgrid(*(torch.linspace(0, 1, n) for n in shape), indexing="ij")
+    return torch.stack(axes, -1).reshape(1, -1, len(shape))
+
+
+def wake_zero_inits(module):
+    """Give every all-zero parameter (adaLN-Zero gates, zero output layers) small random values.
+
+    Under adaLN-Zero the conditioned blocks are the identity at initialisation and most weights
+    get exactly zero gradient on the first step, by design. Waking those parameters tests the
+    wiring (every parameter on a differentiable path to the output) rather than the init.
+    """
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+    return module
+
+
+def tiny(dim_space, encoder="grid", approximator=None, fields=1, history=1, **overrides):
+    return build_model(
+        "upt-tiny", dim_space=dim_space, fields=fields, history=history, cond_dim=2,
+        encoder=encoder, approximator=approximator, **overrides,
+    )
+
+
+@pytest.mark.parametrize("dim_space, shapes", [(1, [(32,), (64,)]), (2, [(8, 8), (16, 12)])])
+def test_grid_encoder_accepts_any_divisible_resolution(dim_space, shapes):
+    enc = GridEncoder(dim_space, in_channels=3, dim=16, tokens=8, heads=2, depth=1, patch_size=4)
+    for shape in shapes:
+        pos = grid_pos(*shape).expand(2, -1, -1)
+        assert enc(torch.randn(2, pos.shape[1], 3), pos, shape).shape == (2, 8, 16)
+    with pytest.raises(ValueError, match="divisible"):
+        enc(torch.randn(2, 30, 3), torch.rand(2, 30, dim_space), (30,) * dim_space)
+
+
+def mesh_encoder(dim_space=2):
+    return MeshParticleEncoder(
+        dim_space, in_channels=3, dim=16, tokens=8, heads=2, depth=1, supernodes=8, neighbours=4
+    ).eval()
+
+
+@pytest.mark.parametrize("dim_space", [2, 3])
+def test_mesh_encoder_is_invariant_to_point_order(dim_space):
+    enc = mesh_encoder(dim_space)
+    u, pos = torch.randn(2, 40, 3), torch.rand(2, 40, dim_space)
+    perm = torch.randperm(40)
+    z = enc(u, pos)
+    assert z.shape == (2, 8, 16)
+    torch.testing.assert_close(enc(u[:, perm], pos[:, perm]), z, atol=1e-5, rtol=1e-5)
+
+
+def test_mesh_encoder_padded_batch_equals_unpadded_samples():
+    enc = mesh_encoder()
+    counts = [25, 40]
+    samples = [(torch.randn(1, n, 3), torch.rand(1, n, 2)) for n in counts]
+    # Padding holds wild values, so any leak of it into the result would show.
+    u, pos = torch.full((2, 40, 3), 1e3), torch.full((2, 40, 2), 1e3)
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    for i, (n, (ui, pi)) in enumerate(zip(counts, samples)):
+        u[i, :n], pos[i, :n], mask[i, :n] = ui[0], pi[0], True
+    z = enc(u, pos, mask=mask)
+    for i, (ui, pi) in enumerate(samples):
+        torch.testing.assert_close(z[i : i + 1], enc(ui, pi), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="supernodes"):
+        enc(u[:, :5], pos[:, :5])
+
+
+@pytest.mark.parametrize("cls, extra", [(PureTransformer, {}), (UShapedTransformer, {"levels": 1})])
+def test_approximator_keeps_shape_and_starts_as_persistence(cls, extra):
+    approx = cls(dim=16, hidden=32, depth=3, heads=2, cond_dim=2, **extra)
+    z, cond = torch.randn(2, 8, 16), torch.rand(2, 2)
+    # adaLN-Zero blocks and the zero output layer: an untrained stepper copies the state.
+    torch.testing.assert_close(approx(z, cond), z)
+    wake_zero_inits(approx)
+    out = approx(z, cond)
+    assert out.shape == z.shape and not torch.allclose(out, z)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_ushaped_skips_carry_full_resolution_detail(levels):
+    depth = 2 * levels + 1
+    approx = UShapedTransformer(dim=16, hidden=16, depth=depth, heads=2, cond_dim=2, levels=levels)
+    wake_zero_inits(approx)
+    z, cond = torch.randn(2, 8, 16), torch.rand(2, 2)
+    update = approx(z, cond) - z
+    assert update.shape == z.shape
+    # The tokens of a pooled pair differ only through the skip connections ...
+    assert (update[:, 0::2] - update[:, 1::2]).abs().max() > 1e-3
+    with torch.no_grad():  # ... so cutting the outermost skip (merge reads [upsampled, skip]) ...
+        approx.merge[-1].weight[:, 16:] = 0
+    update = approx(z, cond) - z
+    # ... leaves the pooled pairs identical: repeat + per-token ops + attention cannot split them.
+    torch.testing.assert_close(update[:, 0::2], update[:, 1::2], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="halved"):
+        approx(torch.randn(2, 7, 16), cond)
+
+
+def test_adaln_block_is_identity_at_init_and_learns_to_use_the_condition():
+    block = Block(16, 2, cond_dim=8)
+    x, c1, c2 = torch.randn(2, 5, 16), torch.randn(2, 8), torch.randn(2, 8)
+    torch.testing.assert_close(block(x, c1), x)
+    torch.testing.assert_close(block(x, c2), x)
+    opt = torch.optim.SGD(block.parameters(), lr=0.1)
+    ((block(x, c1) - torch.randn_like(x)) ** 2).mean().backward()
+    opt.step()
+    assert not torch.allclose(block(x, c1), block(x, c2), atol=1e-6)
+
+
+def test_approximator_learns_to_use_cond_within_a_few_steps():
+    approx = PureTransformer(dim=16, hidden=16, depth=2, heads=2, cond_dim=2)
+    z, cond = torch.randn(4, 8, 16), torch.rand(4, 2)
+    target = torch.randn_like(z)
+    opt = torch.optim.Adam(approx.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        ((approx(z, cond) - target) ** 2).mean().backward()
+        opt.step()
+    assert not torch.allclose(approx(z, cond), approx(z, torch.rand(4, 2)), atol=1e-6)
+
+
+def test_drop_path_is_identity_in_eval_and_drops_whole_samples_in_train():
+    drop = DropPath(0.5)
+    x = torch.ones(64, 3, 4)
+    assert torch.equal(drop.eval()(x), x)
+    per_sample = drop.train()(x).flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and rescaled
+    assert (per_sample == per_sample[:, :1]).all()
+    approx = PureTransformer(dim=16, hidden=16, depth=2, heads=2, cond_dim=2, drop_path=0.5)
+    wake_zero_inits(approx)
+    assert [b.drop_path.p for b in approx.blocks] == [0.0, 0.5]  # linear over depth
+    z, cond = torch.randn(8, 8, 16), torch.rand(8, 2)
+    torch.testing.assert_close(approx.eval()(z, cond), approx(z, cond))
+    assert not torch.allclose(approx.train()(z, cond), approx(z, cond))
+
+
+def test_decoder_evaluates_each_point_independently():
+    dec = AnyPointDecoder(2, dim=16, fields=3, heads=2, layers=2, hidden=16)
+    z, query = torch.randn(2, 8, 16), torch.rand(2, 50, 2)
+    u = dec(z, query)
+    assert u.shape == (2, 50, 3)
+    torch.testing.assert_close(dec(z, query[:, 10:20]), u[:, 10:20], atol=1e-6, rtol=1e-5)
+
+
+def test_log_clamp_is_identity_near_zero_and_grows_logarithmically():
+    c = 10.0
+    x = torch.logspace(-4, 8, 200, dtype=torch.float64)
+    y = log_clamp(x, c)
+    torch.testing.assert_close(log_clamp(-x, c), -y)  # odd
+    assert (y.diff() > 0).all()  # monotone, hence invertible
+    small = x < 1e-2
+    assert ((y[small] - x[small]).abs() <= x[small] ** 2 / (2 * c)).all()
+    assert y.max() < c * 17  # 1e8 -> ~161
+    dec = AnyPointDecoder(1, dim=16, fields=2, heads=2, layers=1, hidden=16)
+    z, query = 1e3 * torch.randn(2, 8, 16), torch.rand(2, 20, 1)
+    raw = dec(z, query)
+    dec.log_clamp = c
+    torch.testing.assert_close(dec(z, query), log_clamp(raw, c))
+
+
+@pytest.mark.parametrize(
+    "dim_space, encoder, approximator",
+    [(1, "grid", "pure"), (2, "grid", "ushaped"), (3, "mesh", "pure")],
+)
+def test_gradient_reaches_every_parameter_of_the_composite(dim_space, encoder, approximator):
+    model = wake_zero_inits(tiny(dim_space, encoder, approximator, fields=2, history=2))
+    shape = {1: (32,), 2: (8, 8), 3: None}[dim_space]
+    pos = (grid_pos(*shape) if shape else torch.rand(1, 40, 3)).expand(2, -1, -1)
+    u = torch.randn(2, pos.shape[1], 4)
+    out = model(u, pos, torch.rand(2, 7, dim_space), torch.rand(2, 2), grid_shape=shape)
+    assert out.shape == (2, 7, 2)
+    out.square().mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert dead == []
+
+
+def test_composite_decodes_off_the_training_grid():
+    model = tiny(1).eval()
+    pos, fine = grid_pos(32).expand(2, -1, -1), grid_pos(64).expand(2, -1, -1)
+    scattered = torch.rand(2, 17, 1)
+    u, cond = torch.randn(2, 32, 1), torch.rand(2, 2)
+    assert model(u, pos, fine, cond, grid_shape=(32,)).shape == (2, 64, 1)
+    assert model(u, pos, scattered, cond, grid_shape=(32,)).shape == (2, 17, 1)
+    # Decoded pointwise: asking for more points at once changes nothing at the shared ones.
+    together = model(u, pos, torch.cat([scattered, fine], 1), cond, grid_shape=(32,))
+    torch.testing.assert_close(together[:, 17:], model(u, pos, fine, cond, grid_shape=(32,)))
+
+
+@pytest.mark.parametrize("encoder, shape", [("grid", (8, 8)), ("mesh", None)])
+def test_rollout_modes(encoder, shape):
+    model = wake_zero_inits(tiny(2, encoder, fields=2, history=2)).eval()
+    pos = (grid_pos(*shape) if shape else torch.rand(1, 30, 2)).expand(2, -1, -1)
+    u, cond, query = torch.randn(2, pos.shape[1], 4), torch.rand(2, 3, 2), torch.rand(2, 5, 2)
+    kw = dict(grid_shape=shape)
+    for mode in ("latent", "physical"):
+        assert model.rollout(u, pos, cond, 3, query, mode=mode, **kw).shape == (2, 3, 5, 2)
+        assert model.rollout(u, pos, cond, 3, mode=mode, **kw).shape == (2, 3, pos.shape[1], 2)
+        one = model.rollout(u, pos, cond, 1, query, mode=mode, **kw)
+        torch.testing.assert_close(one[:, 0], model(u, pos, query, cond[:, 0], **kw))
+    latent = model.rollout(u, pos, cond, 3, query, mode="latent", **kw)
+    physical = model.rollout(u, pos, cond, 3, query, mode="physical", **kw)
+    torch.testing.assert_close(latent[:, 0], physical[:, 0])
+    assert not torch.allclose(latent[:, 1:], physical[:, 1:])  # physical mode re-encodes
+    with pytest.raises(ValueError, match="steps"):
+        model.rollout(u, pos, cond, 4, **kw)
+
+
+def test_denoiser_shape_and_inputs():
+    net = LatentDenoiser(dim=16, depth=2, heads=2)
+    x_t, cond_tokens, t = torch.randn(2, 8, 16), torch.randn(2, 8, 16), torch.rand(2)
+    assert torch.equal(net(x_t, t, cond_tokens), torch.zeros_like(x_t))  # zero output layer
+    wake_zero_inits(net)
+    out = net(x_t, t, cond_tokens)
+    assert out.shape == (2, 8, 16)
+    assert not torch.allclose(net(x_t, torch.rand(2), cond_tokens), out)
+    assert not torch.allclose(net(x_t, t, torch.randn(2, 8, 16)), out)
+    scalar_t = net(x_t, torch.tensor(0.3), cond_tokens)  # one diffusion time for the batch
+    torch.testing.assert_close(scalar_t, net(x_t, torch.full((2,), 0.3), cond_tokens))
+
+
+def test_presets_build_with_overrides():
+    table = parameter_table()
+    assert all(name in table for name in PRESETS)
+    model = tiny(1, tokens=16, dim=8, drop_path=0.2, log_clamp=5.0, approximator="ushaped")
+    assert model.encoder.pool.queries.shape == (16, 8)
+    assert isinstance(model.approximator, UShapedTransformer)
+    assert model.approximator.up[-1][-1].drop_path.p == pytest.approx(0.2)
+    assert model.decoder.log_clamp == 5.0
+    with pytest.raises(UptError, match="toks"):
+        tiny(1, toks=3)
+    with pytest.raises(UptError, match="preset"):
+        build_model("upt-huge", dim_space=1, fields=1)
+    with pytest.raises(UptError, match="patch_size"):
+        build_model("upt-tiny", dim_space=1, fields=1, grid_shape=(30,))
+    with torch.device("meta"):
+        model = build_model("upt-17m", dim_space=1, fields=1, cond_dim=2)
+    assert 15e6 < count_parameters(model) < 19e6
+
+
+def test_upt17m_forward_backward_on_cpu():
+    model = build_model("upt-17m", dim_space=1, fields=1, cond_dim=2, grid_shape=(256,))
+    pos = grid_pos(256).expand(2, -1, -1)
+    out = model(torch.randn(2, 256, 1), pos, pos, torch.rand(2, 2), grid_shape=(256,))
+    assert out.shape == (2, 256, 1)
+    out.square().mean().backward()
+    assert model.decoder.heads[0][-1].weight.grad.any()

@@ -1,0 +1,188 @@
+"""Encoders E: a field on points -> latent tokens z [B, tokens, dim].
+
+Both follow UPT's funnel: cheap local aggregation (patches of a grid, or supernodes of a point
+cloud) -> a transformer over those units -> perceiver pooling to a fixed number of tokens. Only
+Fourier features of positions are used, never a position table, so any resolution is accepted.
+"""
+
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from upt.models.layers import MLP, Block, FourierFeatures, PerceiverPooling
+
+
+class ResidualConv(nn.Module):
+    """x + conv(gelu(conv(gelu(x)))) on the patch grid: mixes neighbouring patches early."""
+
+    def __init__(self, dim: int, dim_space: int):
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dim_space]
+        self.body = nn.Sequential(
+            nn.GELU(), conv(dim, dim, 3, padding=1), nn.GELU(), conv(dim, dim, 3, padding=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class GridEncoder(nn.Module):
+    """Field on a 1D or 2D tensor-product grid (row-major points) -> [B, tokens, dim].
+
+    Any grid whose sides are divisible by `patch_size` is accepted: patches are flattened
+    (pixel-unshuffle), embedded, mixed by a residual conv stem, told where they are by Fourier
+    features of their centres, passed through `depth` transformer blocks and pooled.
+    """
+
+    def __init__(
+        self,
+        dim_space: int,
+        in_channels: int,
+        dim: int,
+        tokens: int,
+        heads: int,
+        depth: int,
+        patch_size: int,
+        mlp_ratio: float = 4.0,
+        num_freqs: int = 10,
+    ):
+        super().__init__()
+        if dim_space not in (1, 2):
+            raise ValueError(f"GridEncoder handles 1D and 2D grids, not {dim_space}D")
+        self.dim_space, self.patch_size = dim_space, patch_size
+        self.patch_embed = nn.Linear(in_channels * patch_size**dim_space, dim)
+        self.stem = ResidualConv(dim, dim_space)
+        fourier = FourierFeatures(dim_space, num_freqs)
+        self.pos_embed = nn.Sequential(fourier, nn.Linear(fourier.out_dim, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.pool = PerceiverPooling(dim, tokens, heads, mlp_ratio)
+
+    def _patches(self, t: torch.Tensor, grid_shape: tuple[int, ...]) -> torch.Tensor:
+        """[B, N, C] in row-major grid order -> [B, patches, points per patch, C]."""
+        p = self.patch_size
+        if self.dim_space == 1:
+            return rearrange(t, "b (x p) c -> b x p c", p=p)
+        return rearrange(t, "b (x p y q) c -> b (x y) (p q) c", p=p, q=p, x=grid_shape[0] // p)
+
+    def forward(self, u: torch.Tensor, pos: torch.Tensor, grid_shape) -> torch.Tensor:
+        grid_shape = tuple(grid_shape or ())
+        if (
+            len(grid_shape) != self.dim_space
+            or any(n % self.patch_size for n in grid_shape)
+            or math.prod(grid_shape) != u.shape[1]
+        ):
+            raise ValueError(
+                f"grid_shape {grid_shape} must have {self.dim_space} sides divisible by the "
+                f"patch size {self.patch_size} and hold all {u.shape[1]} points"
+            )
+        x = self.patch_embed(self._patches(u, grid_shape).flatten(2))
+        # The conv stem needs the patches laid out on their grid again.
+        coarse = [n // self.patch_size for n in grid_shape]
+        if self.dim_space == 1:
+            x = rearrange(self.stem(rearrange(x, "b x d -> b d x")), "b d x -> b x d")
+        else:
+            x = rearrange(x, "b (x y) d -> b d x y", x=coarse[0])
+            x = rearrange(self.stem(x), "b d x y -> b (x y) d")
+        x = x + self.pos_embed(self._patches(pos, grid_shape).mean(2))
+        for block in self.blocks:
+            x = block(x)
+        return self.pool(x)
+
+
+@torch.no_grad()
+def farthest_point_sampling(pos: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices [B, n] of n well-spread valid points of pos [B, N, d].
+
+    Starts from the valid point farthest from the valid centroid, then repeatedly adds the point
+    farthest from all chosen ones. Every choice is a function of positions, not of indices, so the
+    chosen set (and its order) does not depend on the order of the points, barring exact ties.
+    """
+    weights = mask[..., None].to(pos.dtype)
+    centroid = (pos * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+    score = ((pos - centroid) ** 2).sum(-1)
+    nearest = torch.full_like(score, float("inf"))
+    batch = torch.arange(pos.shape[0], device=pos.device)
+    chosen = []
+    for _ in range(n):
+        i = score.masked_fill(~mask, -1.0).argmax(1)
+        chosen.append(i)
+        nearest = torch.minimum(nearest, ((pos - pos[batch, i][:, None]) ** 2).sum(-1))
+        score = nearest
+    return torch.stack(chosen, 1)
+
+
+class MeshParticleEncoder(nn.Module):
+    """Field on an unordered point set (mesh nodes, particles) -> [B, tokens, dim].
+
+    Supernodes are sampled from the points: uniformly at random in train mode (global RNG, so
+    seeded by the trainer), by farthest-point sampling in eval mode (deterministic and invariant
+    to point order). Each supernode averages messages from its `neighbours` nearest points, which
+    carry the point's embedding and its offset to the supernode. A transformer mixes supernodes
+    and a perceiver pools them to tokens.
+
+    Batches with different point counts are padded; `mask` [B, N] marks the real points (True).
+    Padded points are never chosen and never neighbours, so an element's result does not depend
+    on the padding.
+    """
+
+    def __init__(
+        self,
+        dim_space: int,
+        in_channels: int,
+        dim: int,
+        tokens: int,
+        heads: int,
+        depth: int,
+        supernodes: int,
+        neighbours: int,
+        mlp_ratio: float = 4.0,
+        num_freqs: int = 10,
+    ):
+        super().__init__()
+        self.supernodes, self.neighbours = supernodes, neighbours
+        self.fourier = FourierFeatures(dim_space, num_freqs)
+        self.point_embed = MLP(in_channels + self.fourier.out_dim, dim, dim)
+        self.message = MLP(dim + self.fourier.out_dim, dim, dim)
+        self.supernode_pos = nn.Linear(self.fourier.out_dim, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.pool = PerceiverPooling(dim, tokens, heads, mlp_ratio)
+
+    def select_supernodes(self, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            # Top-k of uniform scores = a uniform sample without replacement among valid points.
+            scores = torch.rand(mask.shape, device=pos.device).masked_fill(~mask, -1.0)
+            return scores.topk(self.supernodes, dim=1).indices
+        return farthest_point_sampling(pos, mask, self.supernodes)
+
+    def forward(
+        self,
+        u: torch.Tensor,
+        pos: torch.Tensor,
+        grid_shape=None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if mask is None:
+            mask = torch.ones(pos.shape[:2], dtype=torch.bool, device=pos.device)
+        if int(mask.sum(1).min()) < self.supernodes:
+            raise ValueError(f"every sample needs at least {self.supernodes} points (supernodes)")
+        batch = torch.arange(pos.shape[0], device=pos.device)[:, None]
+        centres = pos[batch, self.select_supernodes(pos, mask)]  # [B, S, d]
+
+        # k nearest valid points of each supernode; the exact (non-matmul) distance keeps a
+        # padded batch bit-compatible with its unpadded elements.
+        dist = torch.cdist(centres, pos, compute_mode="donot_use_mm_for_euclid_dist")
+        dist = dist.masked_fill(~mask[:, None], float("inf"))
+        dist, neighbours = dist.topk(min(self.neighbours, pos.shape[1]), dim=-1, largest=False)
+        valid = dist.isfinite()[..., None]  # fewer valid points than k in a padded sample
+
+        h = self.point_embed(torch.cat([u, self.fourier(pos)], -1))
+        offsets = pos[batch[..., None], neighbours] - centres[:, :, None]
+        neighbour_h = h[batch[..., None], neighbours]
+        messages = self.message(torch.cat([neighbour_h, self.fourier(offsets)], -1))
+        x = (messages * valid).sum(2) / valid.sum(2)
+        x = x + self.supernode_pos(self.fourier(centres))
+        for block in self.blocks:
+            x = block(x)
+        return self.pool(x)
