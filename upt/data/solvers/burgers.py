@@ -18,6 +18,7 @@ dt = 0.25 * min(dx / max|u|, 0.5 * dx^2 * pi / nu), shortened so saves land exac
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import h5py
@@ -107,13 +108,13 @@ def solve_burgers(u0: np.ndarray, nu: float, t_save: np.ndarray, dx: float | Non
 
 
 def _validate(samples: int, nu: float, resolution: int, seed: int) -> None:
-    if not isinstance(samples, int) or samples < 1:
+    if not isinstance(samples, numbers.Integral) or samples < 1:
         raise UptError(f"burgers1d: samples must be an integer >= 1, got {samples!r}")
-    if not isinstance(resolution, int) or resolution < 8:
+    if not isinstance(resolution, numbers.Integral) or resolution < 8:
         raise UptError(f"burgers1d: resolution must be an integer >= 8, got {resolution!r}")
-    if not (isinstance(nu, (int, float)) and math.isfinite(nu) and nu > 0):
+    if not (isinstance(nu, numbers.Real) and math.isfinite(nu) and nu > 0):
         raise UptError(f"burgers1d: nu must be a finite number > 0, got {nu!r}")
-    if not isinstance(seed, int) or seed < 0:
+    if not isinstance(seed, numbers.Integral) or seed < 0:
         raise UptError(f"burgers1d: seed must be an integer >= 0, got {seed!r}")
 
 
