@@ -7,11 +7,12 @@ torch does not slow down one that only moves files.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from upt import __version__
-from upt.errors import UptError
+from upt.errors import Preempted, UptError
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -47,6 +48,32 @@ def _stats(args: argparse.Namespace) -> None:
     from upt.data.stats import compute_stats
 
     compute_stats(args.src, args.dst)
+
+
+def _settings(value: str) -> dict:
+    """Inline JSON (as the workflow passes it) or the path of a JSON/YAML file."""
+    import json
+
+    import yaml
+
+    try:
+        if value.lstrip().startswith("{"):
+            return json.loads(value)
+        return yaml.safe_load(Path(value).read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise argparse.ArgumentTypeError(f"cannot read settings {value[:80]!r}: {err}") from None
+
+
+def _train(args: argparse.Namespace) -> None:
+    from upt.training.run import run_stage
+
+    run_stage(args.stage, args.settings, args.data, args.stats, args.out, init=args.init, cache=args.cache)
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from upt.training.cache import build_cache
+
+    build_cache(args.checkpoint, args.data, args.stats, args.out, params=args.params)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="a converted netCDF file")
     p.add_argument("dst", type=Path, help="output JSON")
     p.set_defaults(func=_stats)
+
+    p = sub.add_parser("train", help="train one stage of one ablation arm (runs under torchrun too)")
+    p.add_argument("stage", choices=["autoencoder", "operator", "joint", "diffusion", "distill"])
+    p.add_argument("--data", type=Path, required=True, help="converted netCDF file")
+    p.add_argument("--stats", type=Path, required=True, help="normalization statistics JSON")
+    p.add_argument("--settings", type=_settings, required=True, help="the arm's settings: JSON or a file")
+    p.add_argument("--out", type=Path, required=True, help="result checkpoint (state and metrics beside it)")
+    p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous stage")
+    p.add_argument("--cache", type=Path, default=None, help="latent cache (operator, diffusion, distill)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("cache", help="encode every trajectory with a trained, frozen encoder")
+    p.add_argument("checkpoint", type=Path, help="the autoencoder checkpoint")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--params", nargs="*", default=(), help="PDE parameters used as conditions")
+    p.set_defaults(func=_cache)
     return parser
 
 
@@ -96,4 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except UptError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:  # Slurm pre-emption: the state is saved, a retry resumes it
+        print(f"preempted: {err}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0

@@ -1,0 +1,230 @@
+"""Training: every stage through the one loop, resume, SIGTERM, NaN, cache hash, DDP, frozen parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from upt.data.convert import convert
+from upt.data.solvers.burgers import generate_burgers1d
+from upt.data.stats import compute_stats
+from upt.errors import UptError
+from upt.training.cache import build_cache
+from upt.training.checkpoint import load_checkpoint
+from upt.training.loop import LoopSettings, fit
+from upt.training.run import run_stage
+
+BIN = Path(sys.executable).parent
+
+
+def settings(losses, epochs=2, **stage):
+    return {"seed": 0, "model": {"preset": "upt-tiny"}, "history": 1, "params": [],
+            "stage": {"epochs": epochs, "batch_size": 8, "lr": 2e-3, "losses": losses, **stage}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate_burgers1d(root / "raw.h5", samples=12, nu=0.05, resolution=32, seed=0)
+    convert(root / "raw.h5", root / "data.nc", reduce_t=20, val_fraction=0.25, test_fraction=0.25)
+    compute_stats(root / "data.nc", root / "stats.json")
+    return root / "data.nc", root / "stats.json"
+
+
+@pytest.fixture(scope="module")
+def autoencoder(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ae") / "model.pt"
+    run_stage("autoencoder", settings({"reconstruction": 1.0}, queries=16), *data, out)
+    return out
+
+
+def weights(module: nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_autoencoder_learns_and_selects_on_validation(autoencoder):
+    metrics = pd.read_csv(autoencoder.parent / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and metrics["val_loss"].notna().all()
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+    _, _, payload = load_checkpoint(autoencoder)
+    assert payload["stage"] == "autoencoder" and payload["model_spec"]["grid_shape"] == [32]
+
+
+def test_frozen_encoder_arm_keeps_encoder_joint_arm_trains_it(data, autoencoder, tmp_path):
+    ae, _, _ = load_checkpoint(autoencoder)
+    build_cache(autoencoder, *data, tmp_path / "cache.pt")
+    run_stage("operator", settings({"next_step": 1.0, "rollout": 1.0}, horizon=2), *data,
+              tmp_path / "op" / "model.pt", init=autoencoder, cache=tmp_path / "cache.pt")
+    run_stage("joint", settings({"next_step": 1.0, "inverse_encoding": 0.5, "inverse_decoding": 0.5}),
+              *data, tmp_path / "joint" / "model.pt", init=autoencoder)
+    op, _, _ = load_checkpoint(tmp_path / "op" / "model.pt")
+    joint, _, _ = load_checkpoint(tmp_path / "joint" / "model.pt")
+    for part in ("encoder", "decoder"):
+        assert same(weights(getattr(op, part)), weights(getattr(ae, part)))
+        assert not same(weights(getattr(joint, part)), weights(getattr(ae, part)))
+    assert not same(weights(op.approximator), weights(ae.approximator))
+
+
+def test_cache_built_by_another_encoder_is_refused(data, autoencoder, tmp_path):
+    other = tmp_path / "other" / "model.pt"
+    run_stage("autoencoder", {**settings({"reconstruction": 1.0}, epochs=1), "seed": 1}, *data, other)
+    build_cache(other, *data, tmp_path / "cache.pt")
+    with pytest.raises(UptError, match="latent cache was built by encoder"):
+        run_stage("operator", settings({"next_step": 1.0}), *data, tmp_path / "op" / "model.pt",
+                  init=autoencoder, cache=tmp_path / "cache.pt")
+    assert not (tmp_path / "op").exists()
+
+
+def test_diffusion_and_distillation_stages(data, autoencoder, tmp_path):
+    build_cache(autoencoder, *data, tmp_path / "cache.pt")
+    common = dict(init=autoencoder, cache=tmp_path / "cache.pt")
+    run_stage("operator", settings({"next_step": 1.0}, epochs=1), *data, tmp_path / "op" / "model.pt", **common)
+    common["init"] = tmp_path / "op" / "model.pt"
+    run_stage("diffusion", settings({"denoising": 1.0}, corrector={"sample_steps": 4}), *data,
+              tmp_path / "diff" / "model.pt", **common)
+    common["init"] = tmp_path / "diff" / "model.pt"
+    run_stage("distill", settings({"distillation": 1.0}, epochs=1, student_steps=1), *data,
+              tmp_path / "dist" / "model.pt", **common)
+    op, _, _ = load_checkpoint(tmp_path / "op" / "model.pt")
+    model, corrector, payload = load_checkpoint(tmp_path / "dist" / "model.pt")
+    assert corrector is not None and corrector.sample_steps == 1
+    assert same(weights(model), weights(op))  # the surrogate stays frozen in both stages
+    assert payload["corrector_spec"]["data_scale"] > 0
+
+
+# --- the loop itself on a toy stage -------------------------------------------------------------
+
+class ToyData(torch.utils.data.Dataset):
+    def __init__(self, n=40):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.randn(4, 1, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class ToyStage(nn.Module):
+    name = "toy"
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
+        self.fail_at, self.calls = fail_at, 0
+
+    def forward(self, batch, generator):
+        self.calls += 1
+        loss = ((self.net(batch["x"]) - batch["y"]) ** 2).mean()
+        if self.fail_at is not None and self.calls == self.fail_at:
+            loss = loss * float("nan")
+        return loss, {"mse": loss.detach()}
+
+
+def toy_run(out, fail_at=None, **kw):
+    torch.manual_seed(0)
+    stage = ToyStage(fail_at)
+    loop = LoopSettings(epochs=3, batch_size=8, checkpoint_every=3, ema=0.9, **kw)
+    return fit(stage, ToyData(), ToyData(16), loop, out)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_equals_uninterrupted_run(tmp_path, monkeypatch):
+    reference = toy_run(tmp_path / "a")
+    original = ToyStage.forward
+
+    def crash_after_8_steps(self, batch, generator):  # 5 steps per epoch: mid-way through epoch 2
+        if self.calls == 8:
+            raise Crash()
+        return original(self, batch, generator)
+
+    monkeypatch.setattr(ToyStage, "forward", crash_after_8_steps)
+    with pytest.raises(Crash):
+        toy_run(tmp_path / "b")
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["progress"]["step"] == 6
+    monkeypatch.setattr(ToyStage, "forward", original)
+    resumed = toy_run(tmp_path / "b")
+    assert same(weights(resumed), weights(reference))
+    assert pd.read_csv(tmp_path / "a" / "metrics.csv").equals(
+        pd.read_csv(tmp_path / "b" / "metrics.csv").assign(seconds=pd.read_csv(tmp_path / "a" / "metrics.csv")["seconds"]))
+
+
+def test_nan_loss_stops_with_step_and_terms(tmp_path):
+    with pytest.raises(UptError, match=r"non-finite loss .* at step 6; loss terms: mse=nan"):
+        toy_run(tmp_path, fail_at=7)
+
+
+def test_best_checkpoint_is_chosen_on_validation(tmp_path, monkeypatch):
+    import upt.training.loop as loop_module
+
+    scores = iter([3.0, 1.0, 2.0])  # epoch 2 is best on validation though training keeps improving
+    snapshots = []
+    real_validate = loop_module.validate
+
+    def scripted(model, *args):
+        real_validate(model, *args)
+        snapshots.append(weights(model))
+        return next(scores)
+
+    monkeypatch.setattr(loop_module, "validate", scripted)
+    best = toy_run(tmp_path)
+    assert same(weights(best), snapshots[1]) and not same(weights(best), snapshots[2])
+
+
+# --- through the command line: SIGTERM and DDP ---------------------------------------------------
+
+def upt_train(data, out, stage_settings, *launcher, **popen):
+    cmd = [*launcher, "-m", "upt", "train", "autoencoder", "--data", str(data[0]), "--stats", str(data[1]),
+           "--settings", json.dumps(stage_settings), "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_sigterm_saves_state_and_resume_matches(data, tmp_path):
+    cfg = settings({"reconstruction": 1.0}, epochs=30, checkpoint_every=1000, queries=16)
+    assert upt_train(data, tmp_path / "ref" / "model.pt", cfg, sys.executable).wait(300) == 0
+    proc = upt_train(data, tmp_path / "run" / "model.pt", cfg, sys.executable)
+    while not (tmp_path / "run" / "metrics.csv").exists():  # at least one epoch done
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "preempted" in err and not (tmp_path / "run" / "model.pt").exists()
+    step = torch.load(tmp_path / "run" / "state.pt", weights_only=True)["progress"]["step"]
+    assert 0 < step < 30 * 4
+    assert upt_train(data, tmp_path / "run" / "model.pt", cfg, sys.executable).wait(300) == 0
+    assert same(load_checkpoint(tmp_path / "run" / "model.pt")[2]["model"],
+                load_checkpoint(tmp_path / "ref" / "model.pt")[2]["model"])
+
+
+def test_ddp_two_processes_match_one(data, tmp_path):
+    cfg = settings({"reconstruction": 1.0}, epochs=3, queries=16)
+    single = upt_train(data, tmp_path / "one" / "model.pt", cfg, sys.executable)
+    assert single.wait(300) == 0, single.communicate()
+    ddp = upt_train(data, tmp_path / "two" / "model.pt", cfg, sys.executable, "-m", "torch.distributed.run",
+                    "--standalone", "--nproc_per_node", "2")
+    assert ddp.wait(300) == 0, ddp.communicate()
+    one = pd.read_csv(tmp_path / "one" / "metrics.csv")
+    two = pd.read_csv(tmp_path / "two" / "metrics.csv")
+    pd.testing.assert_series_equal(one["train_loss"], two["train_loss"], rtol=1e-4)
+    pd.testing.assert_series_equal(one["val_loss"], two["val_loss"], rtol=1e-4)

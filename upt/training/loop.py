@@ -1,0 +1,212 @@
+"""The one training loop every stage runs through (autoencoder, operator, joint, diffusion, distill).
+
+A stage is an ``nn.Module`` whose ``forward(batch, generator)`` returns ``(total_loss, terms)`` and
+whose trainable parameters are exactly the ones with ``requires_grad``. The loop owns everything
+else: AdamW with linear warm-up and cosine decay, gradient clipping, EMA, bf16 autocast on CUDA,
+DDP under ``torchrun``, validation each epoch with best-checkpoint selection on the validation
+split, a metrics CSV, checkpoints every N steps and on SIGTERM, and bit-for-bit resume on CPU.
+
+Determinism: the data order of epoch e comes from a generator seeded by (seed, e) and each step's
+own randomness (query points) from one seeded by (seed, step), so neither depends on whether the
+run was interrupted; the global torch RNG (drop-path, diffusion noise) is saved in the state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from upt.atomic import atomic_output
+from upt.errors import Preempted, UptError
+from upt.training import distributed
+
+
+@dataclass
+class LoopSettings:
+    epochs: int = 10
+    batch_size: int = 16  # global batch, split across DDP ranks
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # fraction of all steps spent warming up linearly
+    min_lr: float = 0.02  # final learning rate as a fraction of lr (cosine floor)
+    grad_clip: float = 1.0
+    ema: float | None = None  # EMA decay of the weights used for validation and the result
+    checkpoint_every: int = 200  # steps between resume checkpoints (plus every epoch end)
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes
+    max_steps_per_epoch: int | None = None  # cap on a large dataset's epoch
+
+
+def warmup_cosine(total_steps: int, warmup: float, min_lr: float) -> Callable[[int], float]:
+    warm = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return min_lr + (1 - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """Randomness of one step, identical on every rank and after a resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, out_dir: str | Path,
+        *, collate: Callable | None = None, device: torch.device | None = None) -> nn.Module:
+    """Train ``stage``; return the module whose weights scored best on ``val`` (EMA if enabled).
+
+    ``out_dir`` receives ``state.pt`` (resume state, rewritten every ``checkpoint_every`` steps and on
+    SIGTERM) and ``metrics.csv`` (one row per epoch); an existing ``state.pt`` is resumed from.
+    """
+    out_dir = Path(out_dir)
+    rank, world = distributed.rank(), distributed.world_size()
+    device = device or distributed.device()
+    stage.to(device)
+    if settings.batch_size % world:
+        raise UptError(f"batch_size {settings.batch_size} is not divisible by {world} DDP processes")
+    steps_per_epoch = len(train) // settings.batch_size
+    if settings.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, settings.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise UptError(f"{len(train)} training windows are fewer than batch_size {settings.batch_size}")
+    total = settings.epochs * steps_per_epoch
+
+    params = [p for p in stage.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, settings.warmup, settings.min_lr))
+    ema = (AveragedModel(stage, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True)
+           if settings.ema else None)
+    trainer = distributed.wrap(stage) if world > 1 else stage
+
+    progress = {"step": 0, "epoch": 0, "best_val": math.inf, "best": None, "rows": [], "sums": {}}
+    state_path = out_dir / "state.pt"
+    if state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved["settings"] != asdict(settings) or saved["stage_name"] != getattr(stage, "name", None):
+            raise UptError(f"{state_path} holds the state of another run ({saved['stage_name']}, "
+                           f"{saved['settings']}); delete it to start afresh")
+        stage.load_state_dict(saved["stage"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        torch.set_rng_state(saved["rng"])
+        progress = saved["progress"]
+
+    def save_state() -> None:
+        if rank != 0:
+            return
+        with atomic_output(state_path) as tmp:
+            torch.save({"stage": stage.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
+                        "rng": torch.get_rng_state(), "progress": progress,
+                        "settings": asdict(settings), "stage_name": getattr(stage, "name", None)}, tmp)
+
+    stop = {"sigterm": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+    bar = tqdm(total=total, initial=progress["step"], disable=None if rank == 0 else True,
+               desc=getattr(stage, "name", "train"))
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    try:
+        while progress["epoch"] < settings.epochs:
+            epoch, started = progress["epoch"], time.perf_counter()
+            order = torch.randperm(len(train), generator=step_generator(settings.seed, -1 - epoch))
+            batches = order[: steps_per_epoch * settings.batch_size].view(steps_per_epoch, -1)
+            done_in_epoch = progress["step"] - epoch * steps_per_epoch
+            shards = [b[rank::world].tolist() for b in batches[done_in_epoch:]]
+            # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG,
+            # which would shift the global random stream on every resume.
+            loader = DataLoader(train, batch_sampler=shards, collate_fn=collate, num_workers=settings.workers,
+                                generator=step_generator(settings.seed, -1 - epoch))
+            stage.train()
+            for batch in loader:
+                batch = _to(batch, device)
+                with autocast:
+                    loss, terms = trainer(batch, step_generator(settings.seed, progress["step"]))
+                _check_finite(loss, terms, progress["step"], "loss")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                _check_finite(norm, terms, progress["step"], "gradient norm")
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(stage)
+                progress["step"] += 1
+                for name, value in {"loss": loss.detach(), **terms}.items():
+                    progress["sums"][name] = progress["sums"].get(name, 0.0) + float(value)
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+                if stop["sigterm"]:
+                    save_state()
+                    raise Preempted(f"SIGTERM at step {progress['step']}; state saved to {state_path}")
+                if progress["step"] % settings.checkpoint_every == 0:
+                    save_state()
+            model = ema.module if ema is not None else stage
+            val_loss = validate(model, val, settings, collate, device)
+            row = {"epoch": epoch + 1, "step": progress["step"], "lr": scheduler.get_last_lr()[0],
+                   **{f"train_{k}": v / steps_per_epoch for k, v in distributed.mean(progress["sums"]).items()},
+                   "val_loss": val_loss, "seconds": time.perf_counter() - started}
+            progress["rows"].append(row)
+            if val_loss < progress["best_val"]:
+                progress["best_val"], progress["best"] = val_loss, copy.deepcopy(model.state_dict())
+            progress["epoch"], progress["sums"] = epoch + 1, {}
+            save_state()
+            if rank == 0:
+                bar.write(f"epoch {epoch + 1}/{settings.epochs}: train {row['train_loss']:.5g} "
+                          f"val {val_loss:.5g}")
+                with atomic_output(out_dir / "metrics.csv") as tmp:
+                    pd.DataFrame(progress["rows"]).to_csv(tmp, index=False)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, previous)
+    best = copy.deepcopy(stage)
+    best.load_state_dict(progress["best"])
+    return best
+
+
+@torch.no_grad()
+def validate(model: nn.Module, val: Dataset, settings: LoopSettings, collate, device) -> float:
+    """Mean stage loss over the validation split (every window, fixed randomness)."""
+    model.eval()
+    rng_state = torch.get_rng_state()  # validation must not shift the training randomness
+    torch.manual_seed(settings.seed)
+    total, count = 0.0, 0
+    for batch in DataLoader(val, batch_size=settings.batch_size, collate_fn=collate):
+        batch = _to(batch, device)
+        loss, _ = model(batch, step_generator(settings.seed, -10**6 - count))
+        n = len(next(iter(batch.values())))
+        total, count = total + float(loss) * n, count + n
+    torch.set_rng_state(rng_state)
+    model.train()
+    loss = total / max(count, 1)  # every rank validates the whole split with the same weights
+    if not math.isfinite(loss):
+        raise UptError(f"validation loss is {loss}")
+    return loss
+
+
+def _check_finite(value: torch.Tensor, terms: dict, step: int, what: str) -> None:
+    if not torch.isfinite(value):
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise UptError(f"non-finite {what} ({value.item()}) at step {step}; loss terms: {detail}")
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

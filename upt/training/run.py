@@ -1,0 +1,124 @@
+"""``upt train``: build one stage of one arm from its settings, run the loop, save the result.
+
+``settings`` is the arm's resolved configuration for this stage (see :mod:`upt.config`)::
+
+    {"seed": 0, "model": {"preset": "upt-cpu-s", ...overrides}, "history": 1, "params": [],
+     "stage": {"epochs": ..., "batch_size": ..., "lr": ..., "horizon": ..., "queries": ...,
+               "losses": {term: weight}, "corrector": {...}, "student_steps": ...}}
+
+Which weights a stage starts from: autoencoder and joint start fresh (joint takes E and D from
+``init`` when given); operator takes E and D from the autoencoder ``init`` and reads the latent
+cache; diffusion takes the whole surrogate from ``init``; distill takes surrogate and teacher
+corrector from the diffusion result. Frozen parts stay bit-identical to ``init``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from upt.data.dataset import FieldDataset
+from upt.errors import UptError
+from upt.models.diffusion import make_student
+from upt.training import distributed, stages
+from upt.training.cache import LatentWindows, load_cache
+from upt.training.checkpoint import (corrector_from_spec, latent_dim, load_checkpoint, model_from_spec,
+                                     save_checkpoint)
+from upt.training.loop import LoopSettings, fit
+
+FIELD_STAGES = ("autoencoder", "joint")
+LATENT_STAGES = ("operator", "diffusion", "distill")
+
+
+def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, out: str | Path, *,
+              init: str | Path | None = None, cache: str | Path | None = None) -> Path:
+    """Train ``stage`` and write its result checkpoint to ``out`` (state and metrics beside it)."""
+    if stage not in FIELD_STAGES + LATENT_STAGES:
+        raise UptError(f"unknown stage {stage!r}; expected one of {', '.join(FIELD_STAGES + LATENT_STAGES)}")
+    if stage != "autoencoder" and stage != "joint" and init is None:
+        raise UptError(f"stage {stage} needs --init (the checkpoint it continues from)")
+    if stage in LATENT_STAGES and cache is None:
+        raise UptError(f"stage {stage} needs --cache (the latent cache of its encoder)")
+    distributed.init()
+    cfg, seed = settings["stage"], int(settings["seed"])
+    loop = LoopSettings(**{f.name: cfg[f.name] for f in dataclasses.fields(LoopSettings) if f.name in cfg})
+    loop.seed = seed
+    torch.manual_seed(seed)
+    weights, horizon = dict(cfg.get("losses", {})), int(cfg.get("horizon", 1))
+    base = load_checkpoint(init) if init is not None else None
+    corrector_spec = None
+
+    if stage in FIELD_STAGES:
+        history, params = int(settings.get("history", 1)), tuple(settings.get("params", ()))
+        train, val = (FieldDataset(data, stats, split, history=history, horizon=horizon, params=params)
+                      for split in ("train", "val"))
+        spec = {**settings["model"], "dim_space": len(train.grid_shape), "fields": len(train.fields),
+                "history": history, "cond_dim": train.cond_dim, "grid_shape": list(train.grid_shape)}
+        model = model_from_spec(spec)
+        if base is not None:
+            _copy_modules(base[0], model, ("encoder", "decoder"))
+        if stage == "autoencoder":
+            module = stages.AutoencoderStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"))
+        else:
+            module = stages.JointStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"),
+                                       divergence=_divergence_scales(data, train))
+    else:
+        spec = {**base[2]["model_spec"], **settings["model"]}
+        model = model_from_spec(spec)
+        latents = load_cache(cache, base[0].encoder)
+        train, val = (LatentWindows(latents, split, horizon) for split in ("train", "val"))
+        if stage == "operator":
+            _copy_modules(base[0], model, ("encoder", "decoder"))
+            module = stages.OperatorStage(model, weights)
+        elif stage == "diffusion":
+            _copy_modules(base[0], model, ("encoder", "approximator", "decoder"))
+            corrector_spec = {"dim": latent_dim(spec), "depth": 2, "heads": 2, "prediction": "v",
+                              "sample_steps": 16, **cfg.get("corrector", {}),
+                              "data_scale": _residual_scale(model, train)}
+            module = stages.DiffusionStage(model, weights, corrector_from_spec(corrector_spec))
+        else:
+            if base[1] is None:
+                raise UptError(f"{init}: distillation needs a checkpoint with a diffusion corrector")
+            _copy_modules(base[0], model, ("encoder", "approximator", "decoder"))
+            corrector_spec = {**base[2]["corrector_spec"], "sample_steps": int(cfg.get("student_steps", 1))}
+            module = stages.DistillStage(model, weights, make_student(base[1], corrector_spec["sample_steps"]),
+                                         base[1])
+    out = Path(out)
+    best = fit(module, train, val, loop, out.parent)
+    if distributed.rank() == 0:
+        save_checkpoint(out, stage=stage, model_spec=spec, model=best.model, corrector_spec=corrector_spec,
+                        corrector=getattr(best, "corrector", None), info={"seed": seed, "settings": settings})
+    distributed.shutdown()
+    return out
+
+
+def _copy_modules(source, target, names) -> None:
+    for name in names:
+        try:
+            getattr(target, name).load_state_dict(getattr(source, name).state_dict())
+        except RuntimeError as err:
+            raise UptError(f"the {name} of --init does not match this arm's model: {str(err)[:200]}") from None
+
+
+@torch.no_grad()
+def _residual_scale(model, windows: LatentWindows, samples: int = 512) -> float:
+    """Std of the residual z_true - A(z) the corrector learns, so it meets unit-variance noise."""
+    index = torch.linspace(0, len(windows) - 1, min(samples, len(windows))).long().tolist()
+    batch = torch.utils.data.default_collate([windows[i] for i in index])
+    residual = batch["target"][:, 0] - model.step(batch["z"], batch["cond"][:, 0])
+    return float(residual.std().clamp_min(1e-6))
+
+
+def _divergence_scales(data, train: FieldDataset):
+    """(channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) for 2D velocity data, else None."""
+    if not {"Vx", "Vy"} <= set(train.fields) or len(train.grid_shape) != 2:
+        return None
+    with xr.open_dataset(data) as ds:
+        dx, dy = (float(np.diff(ds[d].values[:2])[0]) for d in ("x", "y"))
+    ix, iy = train.fields.index("Vx"), train.fields.index("Vy")
+    std = train.denormalize(torch.ones(len(train.fields))) - train.denormalize(torch.zeros(len(train.fields)))
+    return ix, iy, (float(std[ix]) / dx, float(std[iy]) / dy)

@@ -1,0 +1,222 @@
+"""Training stages: what each stage trains and with which loss terms.
+
+Every stage is an ``nn.Module`` run by the one loop in :mod:`upt.training.loop`: ``forward(batch,
+generator)`` returns ``(total, terms)``, and exactly the parameters the stage trains have
+``requires_grad`` (so a frozen encoder really is frozen, and DDP sees no unused parameters).
+Loss weights come from the arm's config; a weight of 0 skips the term (``upt.losses.combine``).
+
+    autoencoder  E + D    reconstruction at query points (inverse encoding), latent-norm penalty
+    operator     A        latent next-step and rollout MSE on the cached latents of a frozen E
+    joint        E, A, D  physical next-step and rollout MSE at query points, inverse encoding and
+                          decoding, latent norm, spectral, mean consistency, divergence
+    diffusion    corrector  denoising loss of the residual z_true - A(z) given A(z)
+    distill      student    distance of a few-step student to the multi-step teacher sampler
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from upt import losses
+from upt.models.diffusion import DiffusionCorrector, distillation_loss
+from upt.models.upt import UPT
+
+LOSS_TERMS = {
+    "autoencoder": ("reconstruction", "latent_norm"),
+    "operator": ("next_step", "rollout"),
+    "joint": ("next_step", "rollout", "inverse_encoding", "inverse_decoding", "latent_norm",
+              "spectral", "mean_consistency", "divergence"),
+    "diffusion": ("denoising",),
+    "distill": ("distillation",),
+}
+
+
+class Stage(nn.Module):
+    name = "stage"
+
+    def __init__(self, model: UPT, weights: dict[str, float], trains: tuple[nn.Module, ...],
+                 **modules: nn.Module):
+        super().__init__()
+        unknown = set(weights) - set(LOSS_TERMS[self.name])
+        if unknown:
+            raise ValueError(f"stage {self.name} has no loss term(s) {sorted(unknown)}; "
+                             f"it has {', '.join(LOSS_TERMS[self.name])}")
+        self.model, self.weights = model, weights
+        for name, module in modules.items():  # e.g. the corrector, a frozen teacher
+            setattr(self, name, module)
+        self.requires_grad_(False)
+        for module in trains:
+            module.requires_grad_(True)
+
+    def weight(self, term: str) -> float:
+        return float(self.weights.get(term, 0.0))
+
+
+class FieldStage(Stage):
+    """A stage that reads fields on the grid (``pos`` [N, d], ``grid_shape``) from FieldDataset."""
+
+    def __init__(self, model, weights, trains, pos: torch.Tensor, grid_shape, queries: int | None):
+        super().__init__(model, weights, trains)
+        self.register_buffer("pos", pos, persistent=False)
+        self.grid_shape, self.queries = tuple(grid_shape), queries
+
+    def query_index(self, generator: torch.Generator) -> torch.Tensor | None:
+        """Query-based training: a random subset of output points per batch (training only)."""
+        n = self.pos.shape[0]
+        if not self.training or self.queries is None or self.queries >= n:
+            return None
+        return torch.randperm(n, generator=generator)[: self.queries].to(self.pos.device)
+
+    def encode(self, u):
+        return self.model.encode(u, self.pos.expand(u.shape[0], -1, -1), self.grid_shape)
+
+
+def _select(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Points ``index`` of x [..., N, C] (all of them when index is None)."""
+    return x if index is None else x[..., index, :]
+
+
+class AutoencoderStage(FieldStage):
+    name = "autoencoder"
+
+    def __init__(self, model, weights, pos, grid_shape, queries=None):
+        super().__init__(model, weights, (model.encoder, model.decoder), pos, grid_shape, queries)
+
+    def forward(self, batch, generator):
+        u = batch["u"]
+        index = self.query_index(generator)
+        z = self.encode(u)
+        pos_q = _select(self.pos, index).expand(u.shape[0], -1, -1)
+        latest = _select(u[..., -self.model.fields:], index)
+        return losses.combine({
+            "reconstruction": (self.weight("reconstruction"),
+                               lambda: losses.next_step_mse(self.model.decode(z, pos_q), latest)),
+            "latent_norm": (self.weight("latent_norm"), lambda: losses.latent_norm_penalty(z)),
+        })
+
+
+class JointStage(FieldStage):
+    """UPT-style joint training of E, A and D, with the true inverse losses (seed §2.1)."""
+
+    name = "joint"
+
+    def __init__(self, model, weights, pos, grid_shape, queries=None, divergence=None):
+        super().__init__(model, weights, (model.encoder, model.approximator, model.decoder), pos,
+                         grid_shape, queries)
+        # divergence: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) for incompressible flow
+        self.divergence = divergence
+
+    def forward(self, batch, generator):
+        u, target, cond = batch["u"], batch["target"], batch["cond"]
+        b, horizon = u.shape[0], target.shape[1]
+        index = self.query_index(generator)
+        pos = self.pos.expand(b, -1, -1)
+        pos_q = _select(self.pos, index).expand(b, -1, -1)
+        z = self.encode(u)
+        cache = {}
+
+        def latents():  # z_1 .. z_horizon, computed once for every term that needs them
+            if "z" not in cache:
+                zs, current = [], z
+                for s in range(horizon):
+                    current = self.model.step(current, cond[:, s])
+                    zs.append(current)
+                cache["z"] = zs
+            return cache["z"]
+
+        def next_full():  # next frame on the whole grid (spectral, conservation and divergence)
+            if "full" not in cache:
+                cache["full"] = self.model.decode(latents()[0], pos)
+            return cache["full"]
+
+        def rollout():
+            pred = torch.stack([self.model.decode(zs, pos_q) for zs in latents()], dim=1)
+            return losses.rollout_mse(pred, _select(target, index))
+
+        fields = self.model.fields
+        return losses.combine({
+            "next_step": (self.weight("next_step"), lambda: losses.next_step_mse(
+                self.model.decode(latents()[0], pos_q), _select(target[:, 0], index))),
+            "rollout": (self.weight("rollout"), rollout),
+            "inverse_encoding": (self.weight("inverse_encoding"), lambda: losses.inverse_encoding_loss(
+                lambda *_: z, lambda zz, _: self.model.decode(zz, pos_q), u, pos,
+                target=_select(u[..., -fields:], index))),
+            "inverse_decoding": (self.weight("inverse_decoding"), lambda: losses.inverse_decoding_loss(
+                lambda uu, p: self.model.encode(uu, p, self.grid_shape), self.model.decode, z, pos,
+                context=u[..., :-fields] if u.shape[-1] > fields else None)),
+            "latent_norm": (self.weight("latent_norm"), lambda: losses.latent_norm_penalty(z)),
+            "spectral": (self.weight("spectral"), lambda: losses.spectral_loss(
+                next_full(), target[:, 0], self.grid_shape)),
+            "mean_consistency": (self.weight("mean_consistency"), lambda: losses.mean_consistency(
+                next_full(), target[:, 0])),
+            "divergence": (self.weight("divergence"), self._divergence(next_full)),
+        })
+
+    def _divergence(self, next_full):
+        def term():
+            if self.divergence is None:
+                raise ValueError("the divergence penalty needs Vx and Vy on a 2D grid")
+            ix, iy, (sx, sy) = self.divergence
+            # Normalized fields: d(std * v_n)/dx = std * dv_n/dx, so scale the spacing by 1/std.
+            v = next_full()[..., [ix, iy]].reshape(-1, *self.grid_shape, 2)
+            return losses.divergence_penalty(v, (1.0 / sx, 1.0 / sy))
+        return term
+
+
+class OperatorStage(Stage):
+    """Reads the latent cache (LatentWindows): z [B, T, D], target [B, horizon, T, D], cond."""
+
+    name = "operator"
+
+    def __init__(self, model, weights):
+        super().__init__(model, weights, (model.approximator,))
+
+    def forward(self, batch, generator):
+        z, target, cond = batch["z"], batch["target"], batch["cond"]
+        cache = {}
+
+        def latents():
+            if "z" not in cache:
+                zs, current = [], z
+                for s in range(target.shape[1]):
+                    current = self.model.step(current, cond[:, s])
+                    zs.append(current)
+                cache["z"] = torch.stack(zs, dim=1)
+            return cache["z"]
+
+        return losses.combine({
+            "next_step": (self.weight("next_step"), lambda: losses.next_step_mse(latents()[:, 0], target[:, 0])),
+            "rollout": (self.weight("rollout"), lambda: losses.rollout_mse(latents(), target)),
+        })
+
+
+class DiffusionStage(Stage):
+    """The corrector learns r = z_true - A(z) given A(z), with A frozen (latent cache batches)."""
+
+    name = "diffusion"
+
+    def __init__(self, model, weights, corrector: DiffusionCorrector):
+        super().__init__(model, weights, (corrector,), corrector=corrector)
+
+    def forward(self, batch, generator):
+        with torch.no_grad():
+            z_pred = self.model.step(batch["z"], batch["cond"][:, 0])
+        return losses.combine({"denoising": (self.weight("denoising"),
+                                             lambda: self.corrector.residual_loss(batch["target"][:, 0], z_pred))})
+
+
+class DistillStage(Stage):
+    """A few-step student (``corrector``) learns to reproduce the multi-step teacher's samples."""
+
+    name = "distill"
+
+    def __init__(self, model, weights, student: DiffusionCorrector, teacher: DiffusionCorrector):
+        super().__init__(model, weights, (student,), corrector=student, teacher=teacher)
+
+    def forward(self, batch, generator):
+        with torch.no_grad():
+            z_pred = self.model.step(batch["z"], batch["cond"][:, 0])
+        noise = torch.randn(z_pred.shape, generator=generator).to(z_pred)
+        return losses.combine({"distillation": (self.weight("distillation"), lambda: distillation_loss(
+            self.corrector, self.teacher, z_pred, noise=noise))})
