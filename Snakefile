@@ -1,20 +1,27 @@
 # upt: the benchmarking pipeline, read top to bottom as its DAG (DESIGN.md §3).
 #
-#   generate | download  ->  convert  ->  stats  ->  (train, cache, evaluate, aggregate, plot)
+#   generate | download  ->  convert  ->  stats  ->  train (per arm, seed and stage) <-> cache
+#     ->  (evaluate, aggregate, plot)
 #
 # Each rule calls one `upt` subcommand; run any step by hand with the same command line.
 
-configfile: "config/config.yaml"
+# --configfile replaces the embedded default instead of being merged into it (Snakemake's own
+# behaviour), so config/pdebench.yaml runs PDEBench's datasets and arms only.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/training.smk"
 
 
 rule all_ablations:
     """Every dataset of the config through the whole pipeline."""
     input:
-        expand(f"{RESULTS}/{{dataset}}/stats.json", dataset=DATASETS),
+        [final_model(dataset, arm, seed) for dataset in DATASETS for arm in PLANS[dataset]
+         for seed in config["seeds"]],
 
 
 rule all_data:

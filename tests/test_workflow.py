@@ -57,8 +57,8 @@ def test_invalid_config_fails_naming_the_key(tmp_path, edit, needle):
     assert not (tmp_path / "results").exists()
 
 
-def test_data_stage_end_to_end(tmp_path):
-    snakemake(tmp_path, "all_data", TEST_CONFIG)
+def test_all_ablations_end_to_end(tmp_path):
+    snakemake(tmp_path, "all_ablations", TEST_CONFIG)
     results = tmp_path / "results"
     for dataset, field in (("burgers1d", "u"), ("diffreact2d", "v")):
         with h5py.File(results / dataset / "raw.h5") as raw, xr.open_dataset(results / dataset / "data.nc") as ds:
@@ -68,7 +68,15 @@ def test_data_stage_end_to_end(tmp_path):
                 np.testing.assert_array_equal(ds["u"].values, raw["tensor"][:, ::10, ::2])
         assert "mean" in (results / dataset / "stats.json").read_text()
         assert (results / "logs" / dataset / "convert.log").exists()
-    rerun = snakemake(tmp_path, "all_data", TEST_CONFIG)
+    train = results / "burgers1d" / "train"
+    # Arms share the runs they agree on: joint and distill reuse small's autoencoder (and operator).
+    assert sorted(p.relative_to(train).as_posix() for p in train.rglob("model.pt")) == [
+        "distill/seed0/diffusion/model.pt", "distill/seed0/distill/model.pt", "joint/seed0/joint/model.pt",
+        "small/seed0/autoencoder/model.pt", "small/seed0/operator/model.pt"]
+    assert not list(train.rglob("state.pt"))  # finished runs leave only their result
+    assert (train / "small" / "seed0" / "operator" / "metrics.csv").exists()
+    assert (results / "benchmarks" / "burgers1d" / "train" / "joint" / "seed0" / "joint.tsv").exists()
+    rerun = snakemake(tmp_path, "all_ablations", TEST_CONFIG)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
 
 
@@ -94,7 +102,8 @@ def test_download_rule_from_a_mirror(tmp_path, file_server):
     md5 = hashlib.md5((root / "1D_Burgers_Sols_Nu0.01.hdf5").read_bytes()).hexdigest()
     pd.DataFrame([{"PDE": "Burgers", "Filename": "1D_Burgers_Sols_Nu0.01.hdf5", "URL": url + "1D_Burgers_Sols_Nu0.01.hdf5",
                    "Path": "1D/Burgers/Train/", "MD5": md5}]).to_csv(tmp_path / "mirror.csv", index=False)
-    config = {"results": "results", "pdebench_root": "pdebench", "url_table": str(tmp_path / "mirror.csv"),
+    config = {**yaml.safe_load(TEST_CONFIG.read_text()), "pdebench_root": "pdebench",
+              "url_table": str(tmp_path / "mirror.csv"),
               "datasets": {"burgers": {"source": {"download": {"pde": "Burgers", "file": "1D_Burgers_Sols_Nu0.01.hdf5"}},
                                        "splits": {"val_fraction": 0.2, "test_fraction": 0.2}}}}
     (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(config))

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -68,11 +70,14 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, out_dir: str | Path,
-        *, collate: Callable | None = None, device: torch.device | None = None) -> nn.Module:
+        *, collate: Callable | None = None, device: torch.device | None = None,
+        fingerprint: str = "") -> nn.Module:
     """Train ``stage``; return the module whose weights scored best on ``val`` (EMA if enabled).
 
     ``out_dir`` receives ``state.pt`` (resume state, rewritten every ``checkpoint_every`` steps and on
-    SIGTERM) and ``metrics.csv`` (one row per epoch); an existing ``state.pt`` is resumed from.
+    SIGTERM) and ``metrics.csv`` (one row per epoch). An existing ``state.pt`` of the same run (same
+    loop settings, stage and ``fingerprint`` of everything else that shapes the run) is resumed;
+    one left by a differently configured run is ignored and overwritten.
     """
     out_dir = Path(out_dir)
     rank, world = distributed.rank(), distributed.world_size()
@@ -96,11 +101,12 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
 
     progress = {"step": 0, "epoch": 0, "best_val": math.inf, "best": None, "rows": [], "sums": {}}
     state_path = out_dir / "state.pt"
-    if state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved["settings"] != asdict(settings) or saved["stage_name"] != getattr(stage, "name", None):
-            raise UptError(f"{state_path} holds the state of another run ({saved['stage_name']}, "
-                           f"{saved['settings']}); delete it to start afresh")
+    run_id = json.dumps([getattr(stage, "name", None), asdict(settings), fingerprint], sort_keys=True)
+    saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
+    if saved is not None and saved["run_id"] != run_id:
+        warnings.warn(f"{state_path} was left by a differently configured run; starting afresh")
+        saved = None
+    if saved is not None:
         stage.load_state_dict(saved["stage"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -116,7 +122,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
             torch.save({"stage": stage.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
                         "rng": torch.get_rng_state(), "progress": progress,
-                        "settings": asdict(settings), "stage_name": getattr(stage, "name", None)}, tmp)
+                        "run_id": run_id}, tmp)
 
     stop = {"sigterm": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))

@@ -15,6 +15,7 @@ corrector from the diffusion result. Frozen parts stay bit-identical to ``init``
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +89,12 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
             module = stages.DistillStage(model, weights, make_student(base[1], corrector_spec["sample_steps"]),
                                          base[1])
     out = Path(out)
-    best = fit(module, train, val, loop, out.parent)
+    fingerprint = json.dumps([settings, str(init), str(cache)], sort_keys=True)
+    best = fit(module, train, val, loop, out.parent, fingerprint=fingerprint)
     if distributed.rank() == 0:
         save_checkpoint(out, stage=stage, model_spec=spec, model=best.model, corrector_spec=corrector_spec,
                         corrector=getattr(best, "corrector", None), info={"seed": seed, "settings": settings})
+        (out.parent / "state.pt").unlink()  # the run is complete: its result is the checkpoint
     distributed.shutdown()
     return out
 
