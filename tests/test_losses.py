@@ -1,0 +1,260 @@
+"""Loss terms: hand-computed values, shapes, and that each term trains the modules it is meant to."""
+
+import math
+
+import pytest
+import torch
+
+from upt import losses as L
+from upt.models.presets import build_model
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def grid_pos(*shape):
+    """Row-major points of a tensor-product grid on [0, 1]^d, [1, N, d]."""
+    axes = torch.meshgrid(*(torch.linspace(0, 1, n) for n in shape), indexing="ij")
+    return torch.stack(axes, -1).reshape(1, -1, len(shape))
+
+
+# ---------------------------------------------------------------- values against hand computation
+
+
+def test_next_step_mse_value_and_mask():
+    assert L.next_step_mse(torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]), torch.zeros(1, 2, 2)) == 7.5
+    # a padded point (100) is ignored: (1 + 4) / 2
+    pred, mask = torch.tensor([[[1.0], [2.0], [100.0]]]), torch.tensor([[True, True, False]])
+    assert L.next_step_mse(pred, torch.zeros(1, 3, 1), mask) == 2.5
+
+
+def test_rollout_mse_value_and_discount():
+    pred = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)  # squared errors 1, 4, 9 at steps 0, 1, 2
+    target = torch.zeros_like(pred)
+    assert L.rollout_mse(pred, target) == pytest.approx(14 / 3)
+    assert L.rollout_mse(pred, target, discount=0.5) == pytest.approx((1 + 0.5 * 4 + 0.25 * 9) / 1.75)
+    mask = torch.tensor([[True, False]])  # per step: only the first point counts
+    pred2 = torch.cat([pred, torch.full_like(pred, 50.0)], dim=2)
+    assert L.rollout_mse(pred2, torch.zeros_like(pred2), mask=mask) == pytest.approx(14 / 3)
+    with pytest.raises(ValueError):
+        L.rollout_mse(pred, target, discount=0.0)
+
+
+def cos_mode(shape, k, amplitude):
+    """amplitude * cos(2 pi k.x) on the periodic grid x_i = i / n, as points [1, N, 1]."""
+    axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) / n for n in shape), indexing="ij")
+    phase = sum(2 * math.pi * ki * x for ki, x in zip(k, axes))
+    return (amplitude * torch.cos(phase)).reshape(1, -1, 1)
+
+
+def test_spectral_loss_single_mode_1d_and_2d():
+    # 1D, 8 points: rfft keeps 5 modes; an added 2 cos(2 pi 2x) has |coefficient| 1 -> 1^2 / 5.
+    target = cos_mode((8,), (1,), 3.0)
+    pred = target + cos_mode((8,), (2,), 2.0)
+    assert L.spectral_loss(pred, target, (8,)) == pytest.approx(1 / 5)
+    assert L.spectral_loss(target, target, (8,)) == 0
+    # 2D 8 x 8: rfftn keeps 8 x 5 modes; mode (1, 2) lies in it once (its mirror (-1, -2) does not).
+    target = cos_mode((8, 8), (1, 0), 3.0)
+    pred = target + cos_mode((8, 8), (1, 2), 2.0)
+    assert L.spectral_loss(pred, target, (8, 8)) == pytest.approx(1 / 40)
+
+
+def test_spectral_loss_is_phase_blind_and_shape_generic():
+    u = torch.randn(2, 3, 64, 2)  # [B, S, N, C]: a rollout on an 8 x 8 grid, two channels
+    shifted = u.view(2, 3, 8, 8, 2).roll(3, dims=2).reshape(2, 3, 64, 2)
+    assert L.spectral_loss(shifted, u, (8, 8)) == pytest.approx(0, abs=1e-10)
+    assert L.spectral_loss(u + 1, u, (8, 8)) > 0
+    with pytest.raises(ValueError, match="grid_shape"):
+        L.spectral_loss(u, u, (8, 7))
+
+
+def test_mean_consistency_of_shift_is_shift_squared():
+    target = torch.randn(2, 50, 2)
+    assert L.mean_consistency(target + 0.3, target) == pytest.approx(0.09)
+    shift = torch.tensor([0.3, -0.4])
+    assert L.mean_consistency(target + shift, target) == pytest.approx((0.09 + 0.16) / 2)
+    # a zero-mean perturbation conserves the mean
+    wave = torch.sin(2 * math.pi * torch.arange(50) / 50).view(1, 50, 1)
+    assert L.mean_consistency(target + wave, target) == pytest.approx(0, abs=1e-12)
+    # padded points do not count
+    mask = torch.ones(2, 50, dtype=torch.bool)
+    mask[:, 40:] = False
+    pred = target + 0.3
+    pred[:, 40:] = 1e3
+    assert L.mean_consistency(pred, target, mask) == pytest.approx(0.09)
+
+
+def test_latent_norm_penalty_value():
+    assert L.latent_norm_penalty(torch.full((2, 4, 3), 2.0)) == 4.0
+
+
+def test_divergence_of_linear_field_is_two_exactly():
+    # u = (x, y) on an anisotropic grid: a swapped spacing would give dx/dy + dy/dx != 2.
+    x = torch.arange(10, dtype=torch.float64) * 0.1
+    y = torch.arange(12, dtype=torch.float64) * 0.05
+    X, Y = torch.meshgrid(x, y, indexing="ij")
+    v = torch.stack([X, Y], -1)[None]
+    two = torch.full((1, 10, 12), 2.0, dtype=torch.float64)
+    torch.testing.assert_close(L.divergence(v, (0.1, 0.05)), two)
+    assert L.divergence_penalty(v, (0.1, 0.05)) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_divergence_free_field_has_near_zero_divergence(periodic):
+    # periodic: [0, 2 pi) without the end point; otherwise [0, pi] with both; dx != dy on purpose
+    n = (64, 48)
+    hx, hy = (2 * math.pi / k if periodic else math.pi / (k - 1) for k in n)
+    X, Y = torch.meshgrid(torch.arange(n[0], dtype=torch.float64) * hx,
+                          torch.arange(n[1], dtype=torch.float64) * hy, indexing="ij")
+    v = torch.stack([torch.sin(X) * torch.cos(Y), -torch.cos(X) * torch.sin(Y)], -1)[None]
+    # the same field with divergence cos x cos y + cos x cos y = 2 cos x cos y, for scale
+    w = torch.stack([torch.sin(X) * torch.cos(Y), torch.cos(X) * torch.sin(Y)], -1)[None]
+    h = max(hx, hy)
+    assert L.divergence_penalty(v, (hx, hy), periodic) < h**4  # O(h^2) error, squared
+    exact = 2 * torch.cos(X) * torch.cos(Y)
+    assert (L.divergence(w, (hx, hy), periodic) - exact).abs().max() < h**2
+
+
+def test_combine_weights_values_and_skips_zero_weight_thunks():
+    def boom():
+        raise AssertionError("a zero-weight term was evaluated")
+
+    total, values = L.combine({"a": (2.0, lambda: torch.tensor(3.0)), "b": (0.0, boom),
+                               "c": (0.5, lambda: torch.tensor(4.0))})
+    assert total == 8.0 and set(values) == {"a", "c"} and values["c"] == 4.0
+    with pytest.raises(ValueError, match="every loss weight is zero"):
+        L.combine({"b": (0, boom)})
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError):
+            L.combine({"a": (bad, lambda: torch.tensor(1.0))})
+
+
+# ---------------------------------------------------------------- gradient flow through real modules
+
+GRID = (8, 8)
+
+
+def setup_2d(history=1, fields=2):
+    model = build_model("upt-tiny", dim_space=2, fields=fields, history=history, cond_dim=1, grid_shape=GRID)
+    pos = grid_pos(*GRID).expand(2, -1, -1)
+    u = torch.randn(2, pos.shape[1], history * fields)
+    return model, u, pos
+
+
+def encode_fn(model):
+    return lambda u, pos: model.encode(u, pos, GRID)
+
+
+def term(name, model, u, pos):
+    """A thunk computing loss term ``name`` on the model, with the data and targets of one batch."""
+    cond = torch.rand(2, 3, 1)
+    target = torch.randn(2, pos.shape[1], model.fields)
+    rollout_target = torch.randn(2, 3, pos.shape[1], model.fields)
+    spacing = (1 / (GRID[0] - 1), 1 / (GRID[1] - 1))
+    enc = encode_fn(model)
+    return {
+        "next_step": lambda: L.next_step_mse(model(u, pos, pos, cond[:, 0], GRID), target),
+        "rollout": lambda: L.rollout_mse(model.rollout(u, pos, cond, 3, grid_shape=GRID),
+                                         rollout_target, discount=0.9),
+        "spectral": lambda: L.spectral_loss(model(u, pos, pos, cond[:, 0], GRID), target, GRID),
+        "mean": lambda: L.mean_consistency(model(u, pos, pos, cond[:, 0], GRID), target),
+        "inverse_encoding": lambda: L.inverse_encoding_loss(enc, model.decode, u, pos),
+        "inverse_decoding": lambda: L.inverse_decoding_loss(enc, model.decode, enc(u, pos), pos),
+        "latent_norm": lambda: L.latent_norm_penalty(enc(u, pos)),
+        # the decoder alone is trained here: the latent comes from a frozen upstream
+        "divergence": lambda: L.divergence_penalty(
+            model.decode(enc(u, pos).detach(), pos).reshape(2, *GRID, 2), spacing),
+    }[name]
+
+
+def grad_norms(model):
+    """Total gradient norm of each of E, A, D (0 where no gradient arrived)."""
+    return {
+        part: sum(float(p.grad.norm()) for p in getattr(model, part).parameters() if p.grad is not None)
+        for part in ("encoder", "approximator", "decoder")
+    }
+
+
+# term -> (parts it must train, parts it must leave alone)
+TRAINS = {
+    "next_step": ({"encoder", "approximator", "decoder"}, set()),
+    "rollout": ({"encoder", "approximator", "decoder"}, set()),
+    "spectral": ({"encoder", "approximator", "decoder"}, set()),
+    "mean": ({"encoder", "approximator", "decoder"}, set()),
+    "inverse_encoding": ({"encoder", "decoder"}, {"approximator"}),
+    "inverse_decoding": ({"encoder", "decoder"}, {"approximator"}),
+    "latent_norm": ({"encoder"}, {"approximator", "decoder"}),
+    "divergence": ({"decoder"}, {"encoder", "approximator"}),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAINS))
+def test_term_gradient_reaches_the_modules_it_trains(name):
+    model, u, pos = setup_2d()
+    term(name, model, u, pos)().backward()
+    norms = grad_norms(model)
+    trains, spares = TRAINS[name]
+    assert all(norms[p] > 0 for p in trains), norms
+    assert all(norms[p] == 0 for p in spares), norms
+
+
+def test_inverse_decoding_trains_encoder_even_with_a_detached_latent():
+    """The stop-gradient on the target must not cut the encoder: E is trained through E(D(z))."""
+    model, u, pos = setup_2d()
+    enc = encode_fn(model)
+    z = enc(u, pos).detach()
+    L.inverse_decoding_loss(enc, model.decode, z, pos).backward()
+    norms = grad_norms(model)
+    assert norms["encoder"] > 0 and norms["decoder"] > 0, norms
+
+
+def test_inverse_losses_with_history_context():
+    """history 2, one field: E reads [previous, latest]; D returns one frame."""
+    model, u, pos = setup_2d(history=2, fields=1)
+    enc = encode_fn(model)
+    explicit = L.inverse_encoding_loss(enc, model.decode, u, pos, target=u[..., 1:])
+    assert L.inverse_encoding_loss(enc, model.decode, u, pos) == explicit  # default target: latest frame
+    loss = L.inverse_decoding_loss(enc, model.decode, enc(u, pos), pos, context=u[..., :1])
+    loss.backward()
+    norms = grad_norms(model)
+    assert norms["encoder"] > 0 and norms["decoder"] > 0, norms
+
+
+def test_inverse_encoding_on_padded_point_cloud():
+    model = build_model("upt-tiny", dim_space=2, fields=1, cond_dim=1, encoder="mesh")
+    pos, u = torch.rand(2, 40, 2), torch.randn(2, 40, 1)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+
+    def encode(v, p):
+        return model.encode(v, p, mask=mask)
+
+    loss = L.inverse_encoding_loss(encode, model.decode, u, pos, mask=mask)
+    loss.backward()
+    norms = grad_norms(model)
+    assert torch.isfinite(loss) and norms["encoder"] > 0 and norms["decoder"] > 0, norms
+
+
+@pytest.mark.parametrize("name", [n for n in TRAINS if n != "next_step"])
+def test_zero_weight_removes_the_term_from_the_update(name):
+    """One SGD step on next_step + w * term: w = 1 and w = 0 give different weights, and w = 0 never
+    evaluates the term."""
+    torch.manual_seed(1)
+    init, u, pos = setup_2d()
+    after = {}
+    for weight in (1.0, 0.0):
+        model = build_model("upt-tiny", dim_space=2, fields=2, cond_dim=1, grid_shape=GRID)
+        model.load_state_dict(init.state_dict())
+        torch.manual_seed(2)  # same targets in both runs
+        calls = []
+        thunk = term(name, model, u, pos)
+        total, values = L.combine({"next_step": (1.0, term("next_step", model, u, pos)),
+                                   name: (weight, lambda: calls.append(1) or thunk())})
+        assert len(calls) == (weight != 0) and (name in values) == (weight != 0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        total.backward()
+        opt.step()
+        after[weight] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert not torch.equal(after[1.0], after[0.0])
