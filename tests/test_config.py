@@ -1,0 +1,77 @@
+"""Arms resolve as small overrides of one base; shared stage runs are found and never duplicated."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from upt.config import deep_merge, plan, resolve_arm, stage_settings
+from upt.models.presets import ModelSize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def config(**arms):
+    return {
+        "datasets": {"d": {}},
+        "base": {"model": {"preset": "upt-tiny"}, "history": 1, "params": [],
+                 "pipeline": ["autoencoder", "operator"], "training": {"lr": 1e-3, "queries": None},
+                 "stages": {"autoencoder": {"epochs": 1, "losses": {"reconstruction": 1.0}},
+                            "operator": {"epochs": 2, "losses": {"next_step": 1.0}},
+                            "joint": {"epochs": 2, "losses": {"next_step": 1.0}},
+                            "diffusion": {"epochs": 1, "losses": {"denoising": 1.0}}}},
+        "arms": arms,
+    }
+
+
+def test_deep_merge_overrides_leaves_only():
+    base = {"a": {"b": 1, "c": {"d": 2}}, "e": [1]}
+    assert deep_merge(base, {"a": {"c": {"d": 3}}, "e": [2]}) == {"a": {"b": 1, "c": {"d": 3}}, "e": [2]}
+    assert base["a"]["c"]["d"] == 2  # the base is not modified
+
+
+def test_stage_settings_merge_training_and_stage():
+    cfg = config(ref={}, fast={"training": {"lr": 0.1}, "stages": {"operator": {"losses": {"rollout": 0.5}}}})
+    settings = stage_settings(resolve_arm(cfg, "fast"), "operator", seed=3)
+    assert settings["seed"] == 3 and settings["stage"]["lr"] == 0.1
+    assert settings["stage"]["losses"] == {"next_step": 1.0, "rollout": 0.5}
+
+
+def test_plan_shares_runs_where_arms_agree():
+    cfg = config(ref={}, ushaped={"model": {"approximator": "ushaped"}}, wide={"model": {"dim": 32}},
+                 joint={"pipeline": ["autoencoder", "joint"]},
+                 diffusion={"pipeline": ["autoencoder", "operator", "diffusion"]})
+    chains = plan(cfg, "d")
+    names = {arm: [f"{r.owner}/{r.stage}" for r in chain] for arm, chain in chains.items()}
+    assert names == {
+        "ref": ["ref/autoencoder", "ref/operator"],
+        "ushaped": ["ref/autoencoder", "ushaped/operator"],  # the approximator does not shape E and D
+        "wide": ["wide/autoencoder", "wide/operator"],
+        "joint": ["ref/autoencoder", "joint/joint"],
+        "diffusion": ["ref/autoencoder", "ref/operator", "diffusion/diffusion"],
+    }
+    assert chains["diffusion"][1] is chains["ref"][1]
+    assert chains["diffusion"][2].encoder is chains["ref"][0]  # reads the reference encoder's cache
+
+
+def test_latent_stage_needs_an_encoder_stage():
+    with pytest.raises(ValueError, match="needs an encoder stage"):
+        plan(config(bad={"pipeline": ["operator"]}), "d")
+
+
+def test_schema_lists_exactly_the_model_fields():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    listed = set(schema["$defs"]["arm"]["properties"]["model"]["properties"])
+    assert listed == {f.name for f in dataclasses.fields(ModelSize)} | {"preset", "encoder"}
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "pdebench.yaml"])
+def test_shipped_configs_plan(name):
+    cfg = yaml.safe_load((REPO / "config" / name).read_text())
+    for dataset in cfg["datasets"]:
+        chains = plan(cfg, dataset)
+        assert cfg["reference_arm"] in chains
+
