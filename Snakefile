@@ -1,7 +1,7 @@
 # upt: the benchmarking pipeline, read top to bottom as its DAG (DESIGN.md §3).
 #
 #   generate | download  ->  convert  ->  stats  ->  train (per arm, seed and stage) <-> cache
-#     ->  (evaluate, aggregate, plot)
+#     ->  evaluate (per arm and seed; baselines too)  ->  aggregate  ->  plot
 #
 # Each rule calls one `upt` subcommand; run any step by hand with the same command line.
 
@@ -15,10 +15,18 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 rule all_ablations:
-    """Every dataset of the config through the whole pipeline."""
+    """Every dataset of the config through the whole pipeline: tables, curves and figures."""
+    input:
+        expand(f"{RESULTS}/{{dataset}}/summary_stats.csv", dataset=DATASETS),
+        expand(f"{RESULTS}/figures/{{dataset}}", dataset=DATASETS),
+
+
+rule all_models:
+    """Train every arm x seed of every dataset (no evaluation)."""
     input:
         [final_model(dataset, arm, seed) for dataset in DATASETS for arm in PLANS[dataset]
          for seed in config["seeds"]],

@@ -76,6 +76,32 @@ def _cache(args: argparse.Namespace) -> None:
     build_cache(args.checkpoint, args.data, args.stats, args.out, params=args.params)
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from upt.evaluation.evaluate import evaluate_baseline, evaluate_model
+
+    common = dict(dataset=args.dataset, seed=args.seed)
+    if (args.checkpoint is None) == (args.baseline is None):
+        raise UptError("give exactly one of --checkpoint (a trained arm) and --baseline")
+    if args.checkpoint is not None:
+        evaluate_model(args.checkpoint, args.data, args.stats, args.out, arm=args.arm,
+                       fine_data=args.fine_data, **common)
+    else:
+        evaluate_baseline(args.baseline, args.data, args.stats, args.out, history=args.history,
+                          solver=args.solver, coarsen=args.coarsen, **common)
+
+
+def _aggregate(args: argparse.Namespace) -> None:
+    from upt.evaluation.aggregate import aggregate
+
+    aggregate(args.manifest, args.out_dir)
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from upt.plotting import plot_command
+
+    plot_command(args.results, args.datasets, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"upt {__version__}")
@@ -115,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_stats)
 
     p = sub.add_parser("train", help="train one stage of one ablation arm (runs under torchrun too)")
-    p.add_argument("stage", choices=["autoencoder", "operator", "joint", "diffusion", "distill"])
+    p.add_argument("stage", choices=["autoencoder", "operator", "joint", "diffusion", "distill", "fno"])
     p.add_argument("--data", type=Path, required=True, help="converted netCDF file")
     p.add_argument("--stats", type=Path, required=True, help="normalization statistics JSON")
     p.add_argument("--settings", type=_settings, required=True, help="the arm's settings: JSON or a file")
@@ -131,6 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--params", nargs="*", default=(), help="PDE parameters used as conditions")
     p.set_defaults(func=_cache)
+
+    p = sub.add_parser("evaluate", help="rollouts of a trained arm or a baseline on the test split")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="directory for metrics.nc, summary.csv, predictions.nc")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--arm", default=None, help="the arm's name (default: the baseline's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, default=None, help="the arm's final checkpoint")
+    p.add_argument("--fine-data", type=Path, default=None, help="the same test data on a finer grid")
+    p.add_argument("--baseline", choices=["persistence", "coarse-solver"], default=None)
+    p.add_argument("--solver", choices=["burgers1d", "diffreact2d"], default=None)
+    p.add_argument("--coarsen", type=int, default=4, help="coarse-solver grid: this many times coarser")
+    p.add_argument("--history", type=int, default=1, help="given frames for a baseline")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("aggregate", help="one dataset's evaluations -> summary tables and curves")
+    p.add_argument("--manifest", type=_settings, required=True, help="what to collect: JSON or a file")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("plot", help="draw every figure from results/ alone")
+    p.add_argument("--results", type=Path, required=True, help="the results directory")
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True, help="figures go to OUT/<dataset>/")
+    p.set_defaults(func=_plot)
     return parser
 
 

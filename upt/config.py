@@ -34,9 +34,15 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def resolve_arm(config: dict, arm: str) -> dict:
+    """base + the arm's overrides; ``model.match_params_of: <arm>`` becomes ``model.match``, that
+    arm's model, so a baseline can be sized to the same parameter count."""
     if arm not in config["arms"]:
         raise KeyError(f"unknown arm {arm!r}; the config defines {', '.join(config['arms'])}")
-    return deep_merge(config["base"], config["arms"][arm])
+    resolved = deep_merge(config["base"], config["arms"][arm])
+    other = resolved["model"].pop("match_params_of", None)
+    if other is not None:
+        resolved["model"]["match"] = resolve_arm(config, other)["model"]
+    return resolved
 
 
 def stage_settings(arm: dict, stage: str, seed: int) -> dict:

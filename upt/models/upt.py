@@ -49,12 +49,14 @@ class UPT(nn.Module):
         grid_shape=None,
         mode: str = "latent",
         mask: torch.Tensor | None = None,
+        correct=None,
     ) -> torch.Tensor:
         """Autoregressive rollout -> [B, steps, Q, fields] at query_pos (default: pos).
 
         latent: encode once, advance the tokens `steps` times, decode every step (cheap).
         physical: every step decode at pos, push the frame into the history window (dropping the
         oldest) and re-encode it, as a model without a self-consistent latent space must.
+        correct: optional z -> z applied after every step (the diffusion residual corrector).
         """
         if cond.shape[1] < steps:
             raise ValueError(f"cond holds {cond.shape[1]} steps, the rollout needs {steps}")
@@ -65,6 +67,8 @@ class UPT(nn.Module):
         z = self.encode(u, pos, grid_shape, mask)
         for s in range(steps):
             z = self.step(z, cond[:, s])
+            if correct is not None:
+                z = correct(z)
             if mode == "latent":
                 frames.append(self.decode(z, query_pos))
                 continue

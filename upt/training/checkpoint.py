@@ -20,15 +20,19 @@ from upt.atomic import atomic_output
 from upt.errors import UptError
 from upt.models.denoiser import LatentDenoiser
 from upt.models.diffusion import DiffusionCorrector
+from upt.models.fno import FNOSurrogate
 from upt.models.presets import PRESETS, build_model
 from upt.models.upt import UPT
 
 FORMAT = 1
 
 
-def model_from_spec(spec: dict) -> UPT:
-    """``spec`` = build_model's keywords: preset, dim_space, fields, history, cond_dim, ... + overrides."""
+def model_from_spec(spec: dict) -> nn.Module:
+    """A UPT from build_model's keywords (preset, dim_space, fields, history, cond_dim, ... +
+    overrides), or the FNO baseline when ``family`` is ``fno``."""
     spec = dict(spec)
+    if spec.pop("family", "upt") == "fno":
+        return FNOSurrogate(**spec)
     return build_model(spec.pop("preset"), **spec)
 
 

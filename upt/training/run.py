@@ -25,13 +25,15 @@ import xarray as xr
 from upt.data.dataset import FieldDataset
 from upt.errors import UptError
 from upt.models.diffusion import make_student
+from upt.models.fno import matched_width
+from upt.models.presets import count_parameters
 from upt.training import distributed, stages
 from upt.training.cache import LatentWindows, load_cache
 from upt.training.checkpoint import (corrector_from_spec, latent_dim, load_checkpoint, model_from_spec,
                                      save_checkpoint)
 from upt.training.loop import LoopSettings, fit
 
-FIELD_STAGES = ("autoencoder", "joint")
+FIELD_STAGES = ("autoencoder", "joint", "fno")
 LATENT_STAGES = ("operator", "diffusion", "distill")
 
 
@@ -40,7 +42,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
     """Train ``stage`` and write its result checkpoint to ``out`` (state and metrics beside it)."""
     if stage not in FIELD_STAGES + LATENT_STAGES:
         raise UptError(f"unknown stage {stage!r}; expected one of {', '.join(FIELD_STAGES + LATENT_STAGES)}")
-    if stage != "autoencoder" and stage != "joint" and init is None:
+    if stage in LATENT_STAGES and init is None:
         raise UptError(f"stage {stage} needs --init (the checkpoint it continues from)")
     if stage in LATENT_STAGES and cache is None:
         raise UptError(f"stage {stage} needs --cache (the latent cache of its encoder)")
@@ -57,13 +59,19 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         history, params = int(settings.get("history", 1)), tuple(settings.get("params", ()))
         train, val = (FieldDataset(data, stats, split, history=history, horizon=horizon, params=params)
                       for split in ("train", "val"))
-        spec = {**settings["model"], "dim_space": len(train.grid_shape), "fields": len(train.fields),
-                "history": history, "cond_dim": train.cond_dim, "grid_shape": list(train.grid_shape)}
+        dims = {"dim_space": len(train.grid_shape), "fields": len(train.fields), "history": history,
+                "cond_dim": train.cond_dim}
+        if stage == "fno":
+            spec = _fno_spec(settings["model"], dims, train.grid_shape)
+        else:
+            spec = {**settings["model"], **dims, "grid_shape": list(train.grid_shape)}
         model = model_from_spec(spec)
         if base is not None:
             _copy_modules(base[0], model, ("encoder", "decoder"))
         if stage == "autoencoder":
             module = stages.AutoencoderStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"))
+        elif stage == "fno":
+            module = stages.FNOStage(model, weights, train.pos, train.grid_shape)
         else:
             module = stages.JointStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"),
                                        divergence=_divergence_scales(data, train))
@@ -97,6 +105,17 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         (out.parent / "state.pt").unlink()  # the run is complete: its result is the checkpoint
     distributed.shutdown()
     return out
+
+
+def _fno_spec(model: dict, dims: dict, grid_shape) -> dict:
+    """The FNO's spec; with ``match`` (a UPT arm's model), its width matches that arm's parameters."""
+    spec = {"family": "fno", "modes": int(model.get("modes", 16)), "layers": int(model.get("layers", 4)), **dims}
+    if "match" in model:
+        target = count_parameters(model_from_spec({**model["match"], **dims, "grid_shape": list(grid_shape)}))
+        spec["hidden"] = matched_width(target, **{k: v for k, v in spec.items() if k != "family"})
+    else:
+        spec["hidden"] = int(model.get("hidden", 32))
+    return spec
 
 
 def _copy_modules(source, target, names) -> None:

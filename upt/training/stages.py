@@ -11,6 +11,7 @@ Loss weights come from the arm's config; a weight of 0 skips the term (``upt.los
                           decoding, latent norm, spectral, mean consistency, divergence
     diffusion    corrector  denoising loss of the residual z_true - A(z) given A(z)
     distill      student    distance of a few-step student to the multi-step teacher sampler
+    fno          the FNO baseline: next-step and rollout MSE on the whole grid
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ LOSS_TERMS = {
               "spectral", "mean_consistency", "divergence"),
     "diffusion": ("denoising",),
     "distill": ("distillation",),
+    "fno": ("next_step", "rollout"),
 }
 
 
@@ -220,3 +222,27 @@ class DistillStage(Stage):
         noise = torch.randn(z_pred.shape, generator=generator).to(z_pred)
         return losses.combine({"distillation": (self.weight("distillation"), lambda: distillation_loss(
             self.corrector, self.teacher, z_pred, noise=noise))})
+
+
+class FNOStage(FieldStage):
+    """The FNO baseline, trained end to end in physical space on the whole grid."""
+
+    name = "fno"
+
+    def __init__(self, model, weights, pos, grid_shape):
+        super().__init__(model, weights, (model,), pos, grid_shape, queries=None)
+
+    def forward(self, batch, generator):
+        u, target, cond = batch["u"], batch["target"], batch["cond"]
+        cache = {}
+
+        def rollout():
+            if "pred" not in cache:
+                pos = self.pos.expand(u.shape[0], -1, -1)
+                cache["pred"] = self.model.rollout(u, pos, cond, target.shape[1], grid_shape=self.grid_shape)
+            return cache["pred"]
+
+        return losses.combine({
+            "next_step": (self.weight("next_step"), lambda: losses.next_step_mse(rollout()[:, 0], target[:, 0])),
+            "rollout": (self.weight("rollout"), lambda: losses.rollout_mse(rollout(), target)),
+        })

@@ -6,9 +6,13 @@
 # A run lives in train/<owner arm>/seed<seed>/<stage>/; its state.pt survives a failed attempt, so
 # a retry (or a Slurm re-queue) resumes it.
 
+import dataclasses
 import json
 
-from upt.config import LATENT_STAGES, plan
+from upt.config import plan, resolve_arm
+from upt.models.presets import PRESETS
+
+SIZE_FIELDS = {f.name for f in dataclasses.fields(next(iter(PRESETS.values())))}
 
 PLANS = {dataset: plan(config, dataset) for dataset in DATASETS}
 RUNS = {(dataset, run.owner, run.stage): run
@@ -17,6 +21,19 @@ RUNS = {(dataset, run.owner, run.stage): run
 
 def run_path(dataset, run, seed, name="model.pt"):
     return f"{RESULTS}/{dataset}/train/{run.owner}/seed{seed}/{run.stage}/{name}"
+
+
+def run_benchmark(dataset, run, seed):
+    return f"{RESULTS}/benchmarks/{dataset}/train/{run.owner}/seed{seed}/{run.stage}.tsv"
+
+
+def arm_summary(arm):
+    """What the figures need to know of an arm: its latent size and approximator, or that it is a baseline."""
+    model = arm["model"]
+    if model.get("family") == "fno":
+        return {"tokens": None, "dim": None, "approximator": None, "kind": "baseline"}
+    size = dataclasses.replace(PRESETS[model["preset"]], **{k: v for k, v in model.items() if k in SIZE_FIELDS})
+    return {"tokens": size.tokens, "dim": size.dim, "approximator": size.approximator, "kind": "upt"}
 
 
 def final_model(dataset, arm, seed):
@@ -43,9 +60,10 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/model.pt",
+        model=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/model.pt",
+        metrics=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/metrics.csv",
     wildcard_constraints:
-        stage="autoencoder|operator|joint|diffusion|distill",
+        stage="autoencoder|operator|joint|diffusion|distill|fno",
         seed=r"\d+",
     params:
         settings=lambda wc: json.dumps(_run(wc).settings_for(int(wc.seed))),
@@ -63,7 +81,7 @@ rule train:
         runtime=lambda wc, attempt: 60 * attempt,
     shell:
         "upt train {wildcards.stage} --data {input.data} --stats {input.stats}"
-        " --settings {params.settings:q} --out {output} {params.init} {params.cache} > {log} 2>&1"
+        " --settings {params.settings:q} --out {output.model} {params.init} {params.cache} > {log} 2>&1"
 
 
 rule cache:

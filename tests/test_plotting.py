@@ -1,0 +1,191 @@
+"""upt.plotting on small synthetic result files in the results contract's format."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+from scipy import stats as sps  # noqa: E402
+
+from upt.errors import UptError  # noqa: E402
+from upt.plotting import (FIGURES, format_interval, main_table, markdown_table, plot_all,  # noqa: E402
+                          plot_command, sweep_arms)
+
+SEEDS, MODES, TIMES = (0, 1), ("latent", "physical"), np.linspace(0.1, 0.5, 5)
+REF = "upt-s"
+
+
+def _arms(sweeps: bool) -> dict:
+    arms = {REF: {"tokens": 32, "dim": 32, "approximator": "transformer", "kind": "upt", "reference": True},
+            "baseline": {"tokens": 16, "dim": 32, "approximator": "ushaped", "kind": "upt", "reference": False},
+            "persistence": {"tokens": None, "dim": None, "approximator": None, "kind": "baseline",
+                            "reference": False}}
+    if sweeps:
+        for n in (16, 64):
+            arms[f"tokens-{n}"] = {**arms[REF], "tokens": n, "reference": False}
+        arms["width-64"] = {**arms[REF], "dim": 64, "reference": False}
+    return arms
+
+
+def _level(arm: str, mode: str, seed: int) -> float:
+    """A deterministic nRMSE level per arm, mode and seed."""
+    base = 1.0 if arm == "persistence" else 0.1 + 0.02 * (sum(map(ord, arm)) % 7)
+    return base * (1.2 if mode == "physical" else 1.0) + 0.02 * seed
+
+
+def _build(root, dataset: str, sweeps: bool, grid: tuple[int, ...], full: bool = True) -> None:
+    """results/<dataset>/ in the contract's format; ``full=False`` leaves out curves.nc and training.csv."""
+    folder = root / dataset
+    folder.mkdir(parents=True)
+    arms = _arms(sweeps)
+    (folder / "arms.json").write_text(json.dumps(arms))
+    rows, curves = [], np.full((len(arms), len(SEEDS), 3, len(TIMES)), np.nan)
+    for a, arm in enumerate(arms):
+        modes = ("physical",) if arm == "persistence" else MODES
+        for s, seed in enumerate(SEEDS):
+            for mode in modes:
+                level = _level(arm, mode, seed)
+                curves[a, s, MODES.index(mode), :] = level * (1 + np.arange(len(TIMES)))
+                rows += [(arm, seed, mode, "nrmse", level), (arm, seed, mode, "corr_time_0.8", 0.5 - level / 4),
+                         (arm, seed, mode, "rollout_seconds", (1.0 if mode == "latent" else 20.0) + seed),
+                         (arm, seed, mode, "peak_mem_mb", 300.0 + arms[arm]["tokens"] if arms[arm]["tokens"]
+                          else 250.0)]
+            curves[a, s, 2, :] = 0.01  # one-step: in the file, never drawn as a rollout
+            if arm != "persistence":
+                rows += [(arm, seed, "all", "train_seconds", 10.0 * (arms[arm]["tokens"] or 1) + seed)]
+    rows += [("solver", seed, "reference", "rollout_seconds", 5.0 + seed) for seed in SEEDS]
+    summary = pd.DataFrame(rows, columns=["arm", "seed", "mode", "metric", "value"])
+    summary.insert(0, "dataset", dataset)
+    summary.to_csv(folder / "summary.csv", index=False)
+    stats = []
+    for (arm, mode, metric), g in summary.groupby(["arm", "mode", "metric"], sort=False):
+        v = g["value"].to_numpy()
+        half = sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        stats.append({"dataset": dataset, "arm": arm, "mode": mode, "metric": metric, "n": len(v),
+                      "mean": v.mean(), "ci_low": v.mean() - half, "ci_high": v.mean() + half,
+                      "diff_mean": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan, "reference": REF})
+    pd.DataFrame(stats).to_csv(folder / "summary_stats.csv", index=False)
+    if full:
+        _write_curves_and_training(folder, dataset, arms, curves)
+    _write_predictions(folder, dataset, grid)
+
+
+def _write_curves_and_training(folder, dataset, arms, curves) -> None:
+    xr.Dataset({"nrmse": (("arm", "seed", "mode", "time"), curves)},
+               coords={"arm": list(arms), "seed": list(SEEDS), "mode": [*MODES, "one-step"], "time": TIMES},
+               attrs={"dataset": dataset, "reference_arm": REF}).to_netcdf(folder / "curves.nc")
+    train = [(dataset, arm, seed, stage, epoch, 10 * epoch, _level(arm, "latent", seed) / (epoch + 1),
+              1.2 * _level(arm, "latent", 0) / (epoch + 1), 2.0, 500.0 + (arms[arm]["tokens"] or 0), 30.0)
+             for arm in arms if arm != "persistence" for seed in SEEDS
+             for stage in ("autoencoder", "operator") for epoch in range(3)]
+    pd.DataFrame(train, columns=["dataset", "arm", "seed", "stage", "epoch", "step", "train_loss", "val_loss",
+                                 "seconds", "max_rss_mb", "run_seconds"]).to_csv(folder / "training.csv",
+                                                                                  index=False)
+
+
+def _write_predictions(folder, dataset, grid) -> None:
+    rng = np.random.default_rng(0)
+    dims = ("sample", "time", *"xy"[: len(grid)])
+    shape = (2, len(TIMES) + 1, *grid)
+    coords = {"time": np.linspace(0.0, 0.5, shape[1]), **{d: np.arange(n) for d, n in zip("xy", grid)}}
+    fields = ("u",) if len(grid) == 1 else ("u", "v")
+    data = {}
+    for f in fields:
+        true = rng.normal(size=shape)
+        data[f"{f}_true"] = (dims, true)
+        for mode in MODES:
+            data[f"{f}_{mode}"] = (dims, true + 0.1 * rng.normal(size=shape))
+    out = folder / "eval" / REF / "seed0"
+    out.mkdir(parents=True)
+    xr.Dataset(data, coords=coords, attrs={"dataset": dataset, "arm": REF, "seed": 0, "initial_step": 1}
+               ).to_netcdf(out / "predictions.nc")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    _build(root, "burgers1d", sweeps=True, grid=(16,))
+    _build(root, "diffreact2d", sweeps=False, grid=(8, 8), full=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def figures_1d(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    return out, plot_command(results, ["burgers1d"], out)
+
+
+def test_every_figure_is_written_as_png_and_pdf(figures_1d):
+    out, written = figures_1d
+    for name in FIGURES:
+        for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
+            path = out / "burgers1d" / f"{name}.{ext}"
+            assert path in written
+            assert path.read_bytes().startswith(magic) and path.stat().st_size > 1000
+    assert not list((out / "burgers1d").glob(".*tmp*"))  # atomic writes leave no temporary files
+    assert (out / "burgers1d" / "main_table.md").read_text().startswith("| arm |")
+
+
+def test_missing_sweep_is_skipped_with_a_reason(results, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="upt.plotting"):
+        written = plot_all(results, "diffreact2d", tmp_path)
+    names = {p.name for p in written}
+    drawn = {name for name in FIGURES if {f"{name}.png", f"{name}.pdf"} <= names}
+    assert drawn == {"metric_bars", "latent_vs_physical", "prediction_vs_truth"}  # 2D snapshots
+    for name, reason in (("token_scaling", "no tokens sweep"), ("width_scaling", "no width sweep"),
+                         ("error_vs_time", "no curves.nc"), ("training_curves", "no training.csv")):
+        assert f"diffreact2d: skipping {name}: {reason}" in caplog.text
+
+
+def test_same_inputs_give_identical_png_bytes(results, figures_1d, tmp_path):
+    first, _ = figures_1d
+    again = plot_all(results, "burgers1d", tmp_path, formats=("png",))
+    assert len([p for p in again if p.suffix == ".png"]) == len(FIGURES)
+    for path in again:
+        assert path.read_bytes() == (first / "burgers1d" / path.name).read_bytes(), path.name
+
+
+def test_sweeps_come_from_arms_json():
+    arms = _arms(sweeps=True)
+    assert sweep_arms(arms, "tokens") == {"tokens-16": 16, REF: 32, "tokens-64": 64}
+    assert sweep_arms(arms, "width") == {REF: 32, "width-64": 64}
+    assert sweep_arms(arms, "tokens", available={REF}) == {}
+    assert sweep_arms(_arms(sweeps=False), "width") == {}
+
+
+def test_main_table_cell_is_mean_plus_minus_half_width(results):
+    stats = pd.read_csv(results / "burgers1d" / "summary_stats.csv")
+    table = main_table(stats)
+    seeds = np.array([_level(REF, "latent", s) for s in SEEDS])  # 0.12 and 0.14
+    mean = seeds.mean()
+    half = 12.706204736 * seeds.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) s / sqrt(n)
+    assert table.loc[REF, "nRMSE (latent)"] == f"{mean:.2f} ± {half:.2f}" == "0.13 ± 0.13"
+    assert table.index[0] == REF and table.index[-1] == "persistence"
+    assert table.loc["persistence", "nRMSE (latent)"] == "—"  # never filled from another mode
+    assert "solver" not in table.index
+
+
+def test_markdown_table_without_tabulate():
+    df = pd.DataFrame({"a": ["1 ± 0.1", "x|y"]}, index=pd.Index(["r1", "r2"], name="arm"))
+    assert markdown_table(df) == "| arm | a |\n| :--- | ---: |\n| r1 | 1 ± 0.1 |\n| r2 | x\\|y |\n"
+
+
+def test_missing_dataset_is_a_user_error(results, tmp_path):
+    with pytest.raises(UptError, match="nope"):
+        plot_command(results, ["nope"], tmp_path)
+
+
+def test_interval_formatting():
+    assert format_interval(0.012345, 0.00234) == "0.0123 ± 0.0023"
+    assert format_interval(12.345, 0.5) == "12.35 ± 0.50"
+    assert format_interval(4567.0, 123.0) == "4567 ± 123"
+    assert format_interval(0.12, float("nan")) == "0.12"  # one seed: no interval
+    assert format_interval(float("nan"), 0.1) == "—"

@@ -1,0 +1,1 @@
+"""Evaluation: honest rollouts of trained arms and baselines on the test split."""

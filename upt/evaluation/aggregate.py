@@ -1,0 +1,111 @@
+"""``upt aggregate``: one dataset's evaluations and training runs -> tidy tables and curves.
+
+The manifest (JSON, written by the workflow) names what to collect::
+
+    {"dataset": str, "reference": arm,
+     "arms": {arm: {"tokens": int|null, "dim": int|null, "approximator": str|null, "kind": "upt"|"baseline"}},
+     "evals": {arm: {seed: eval_dir}},
+     "runs": {arm: {seed: [{"stage": str, "dir": run_dir, "benchmark": tsv_or_null}]}}}
+
+Outputs in ``out_dir`` (formats in the README): summary.csv (one row per arm x seed x mode x
+metric), summary_stats.csv (mean and 95% t-interval over seeds, and the paired difference to the
+reference arm), curves.nc (per-time metrics over arm x seed x mode x time), training.csv (every
+epoch of every stage run) and arms.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats as scipy_stats
+
+from upt.atomic import atomic_output
+from upt.errors import UptError
+
+
+def aggregate(manifest: dict, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    training = training_table(manifest)
+    summary = pd.concat([pd.read_csv(Path(d) / "summary.csv") for seeds in manifest["evals"].values()
+                         for d in seeds.values()], ignore_index=True)
+    if not training.empty:  # an arm's training cost: every stage run of its chain, shared ones included
+        cost = (training.drop_duplicates(["arm", "seed", "stage"]).groupby(["arm", "seed"])["run_seconds"]
+                .sum().reset_index().rename(columns={"run_seconds": "value"}))
+        summary = pd.concat([summary, cost.assign(dataset=manifest["dataset"], mode="all", metric="train_seconds")],
+                            ignore_index=True)
+    summary = summary.sort_values(["arm", "seed", "mode", "metric"], kind="stable").reset_index(drop=True)
+    stats = summarize(summary, manifest["reference"])
+    curves = xr.merge(
+        [xr.open_dataset(Path(d) / "metrics.nc").load().expand_dims(arm=[arm], seed=[int(seed)])
+         for arm, seeds in manifest["evals"].items() for seed, d in seeds.items()],
+        compat="no_conflicts", join="outer", combine_attrs="drop")
+    curves.attrs.update(dataset=manifest["dataset"], reference_arm=manifest["reference"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in (("summary.csv", summary), ("summary_stats.csv", stats), ("training.csv", training)):
+        with atomic_output(out_dir / name) as tmp:
+            table.to_csv(tmp, index=False)
+    with atomic_output(out_dir / "curves.nc") as tmp:
+        curves.to_netcdf(tmp)
+    with atomic_output(out_dir / "arms.json") as tmp:
+        arms = {arm: {**info, "reference": arm == manifest["reference"]} for arm, info in manifest["arms"].items()}
+        tmp.write_text(json.dumps(arms, indent=2) + "\n")
+
+
+def summarize(summary: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Mean and 95% t-interval over seeds per arm x mode x metric, and the paired difference
+    arm - reference over the seeds both have (same mode; a baseline's physical mode is paired with
+    the reference's physical mode)."""
+    if reference not in set(summary["arm"]):
+        raise UptError(f"the reference arm {reference!r} has no evaluation results")
+    keys = ["dataset", "arm", "mode", "metric"]
+    rows = []
+    ref = summary[summary["arm"] == reference].set_index(["mode", "metric", "seed"])["value"]
+    for (dataset, arm, mode, metric), group in summary.groupby(keys, sort=True):
+        mean, low, high = interval(group["value"].to_numpy())
+        row = {"dataset": dataset, "arm": arm, "mode": mode, "metric": metric, "n": len(group),
+               "mean": mean, "ci_low": low, "ci_high": high, "reference": reference}
+        diff = np.full(3, np.nan)
+        if arm != reference:
+            paired = [(v, ref[(mode, metric, s)]) for s, v in zip(group["seed"], group["value"])
+                      if (mode, metric, s) in ref.index]
+            if paired:
+                diff = interval(np.array([a - b for a, b in paired]))
+        row.update(diff_mean=diff[0], diff_ci_low=diff[1], diff_ci_high=diff[2])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of a Student-t confidence interval; NaN bounds for a single value."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, np.nan, np.nan
+    half = scipy_stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return mean, mean - half, mean + half
+
+
+def training_table(manifest: dict) -> pd.DataFrame:
+    frames = []
+    for arm, seeds in manifest["runs"].items():
+        for seed, runs in seeds.items():
+            for run in runs:
+                metrics = pd.read_csv(Path(run["dir"]) / "metrics.csv")
+                keep = ["epoch", "step", "train_loss", "val_loss", "seconds"]
+                table = metrics[keep].assign(dataset=manifest["dataset"], arm=arm, seed=int(seed),
+                                             stage=run["stage"])
+                if run.get("benchmark"):
+                    bench = pd.read_csv(run["benchmark"], sep="\t").iloc[-1]
+                    table = table.assign(run_seconds=float(bench["s"]), max_rss_mb=float(bench["max_rss"]))
+                else:
+                    table = table.assign(run_seconds=float(metrics["seconds"].sum()), max_rss_mb=np.nan)
+                frames.append(table)
+    columns = ["dataset", "arm", "seed", "stage", "epoch", "step", "train_loss", "val_loss", "seconds",
+               "run_seconds", "max_rss_mb"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

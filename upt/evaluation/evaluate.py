@@ -1,0 +1,97 @@
+"""Evaluate one trained arm, or one baseline, on the test split and write its result files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from upt.errors import UptError
+from upt.evaluation import baselines
+from upt.evaluation.rollout import TestSet, score, timed, write_results
+from upt.models.presets import count_parameters
+from upt.training.checkpoint import load_checkpoint
+
+MODES = ("latent", "physical")
+BASELINES = ("persistence", "coarse-solver")
+
+
+def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, out_dir: str | Path, *,
+                   dataset: str, arm: str, seed: int, fine_data: str | Path | None = None,
+                   batch_size: int = 32) -> None:
+    """Latent and physical rollouts, the one-step error, and zero-shot super-resolution if possible."""
+    model, corrector, payload = load_checkpoint(checkpoint)
+    model.eval()
+    params = payload["info"].get("settings", {}).get("params", ())
+    test = TestSet.load(data, stats, model.history, params)
+    u0, cond, pos, grid = test.initial(), test.cond(), test.data.pos, test.data.grid_shape
+    generator = torch.Generator().manual_seed(seed)
+    correct = (lambda z: corrector.correct(z, generator=generator)) if corrector is not None else None
+
+    def rollout(mode, query_pos=None):
+        return torch.cat([
+            model.rollout(u, pos.expand(len(u), -1, -1), c, test.steps, grid_shape=grid, mode=mode,
+                          correct=correct,
+                          query_pos=None if query_pos is None else query_pos.expand(len(u), -1, -1))
+            for u, c in zip(u0.split(batch_size), cond.split(batch_size))])
+
+    results, predictions, rows = {}, {}, [{"mode": "all", "metric": "params", "value": count_parameters(model)}]
+    modes = getattr(model, "rollout_modes", MODES)  # the FNO baseline has no latent space
+    for mode in modes:
+        predicted, seconds, peak = timed(lambda: rollout(mode))
+        results[mode], predictions[mode] = score(test, predicted), predicted
+        rows += [{"mode": mode, "metric": "rollout_seconds", "value": seconds},
+                 {"mode": mode, "metric": "peak_mem_mb", "value": peak}]
+    results["one-step"] = score(test, one_step(model, test, correct, batch_size))
+    if fine_data is not None and "latent" in modes:
+        fine = TestSet.load(fine_data, stats, model.history, params)
+        if list(fine.data.sample_ids) != list(test.data.sample_ids) or fine.data.n_times != test.data.n_times:
+            raise UptError(f"{fine_data}: its test trajectories are not those of {data}")
+        with torch.no_grad():
+            results["latent-superres"] = score(test, rollout("latent", fine.data.pos), truth=fine)
+    write_results(Path(out_dir), dataset, arm, seed, results, test, predictions, rows)
+
+
+@torch.no_grad()
+def one_step(model, test: TestSet, correct, batch_size: int) -> torch.Tensor:
+    """Teacher-forced: each frame predicted from the true frames before it. [S, steps, N, C]."""
+    h, s = test.data.history, len(test.frames)
+    windows = torch.stack([torch.cat(list(test.frames[:, j:j + h].unbind(1)), dim=-1)
+                           for j in range(test.steps)], dim=1)  # [S, steps, N, hC]
+    cond = test.cond()
+    flat_u, flat_c = windows.flatten(0, 1), cond.flatten(0, 1)
+    pos = test.data.pos
+    out = []
+    for u, c in zip(flat_u.split(batch_size), flat_c.split(batch_size)):
+        out.append(model.rollout(u, pos.expand(len(u), -1, -1), c[:, None], 1, grid_shape=test.data.grid_shape,
+                                 correct=correct)[:, 0])
+    return torch.cat(out).unflatten(0, (s, test.steps))
+
+
+def evaluate_baseline(kind: str, data: str | Path, stats: str | Path, out_dir: str | Path, *,
+                      dataset: str, seed: int, history: int = 1, solver: str | None = None,
+                      coarsen: int = 4) -> None:
+    """Persistence, or the numerical solver on a ``coarsen`` times coarser grid (mode ``physical``).
+
+    The coarse-solver run also times the solver at the data's own resolution on the same test
+    trajectories (arm ``solver``, mode ``reference``): the cost a surrogate must undercut.
+    """
+    if kind not in BASELINES:
+        raise UptError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    test = TestSet.load(data, stats, history)
+    rows = []
+    if kind == "persistence":
+        predicted, seconds, peak = timed(lambda: baselines.persistence(test))
+    else:
+        if solver is None:
+            raise UptError(f"the coarse-solver baseline needs the dataset's solver ({', '.join(baselines.SOLVERS)})")
+        nu = baselines.pde_viscosity(test)
+        predicted, seconds, peak = timed(lambda: baselines.solve(test, solver, nu, coarsen))
+        _, reference_seconds, _ = timed(lambda: baselines.solve(test, solver, nu, 1))
+        rows.append({"mode": "reference", "metric": "rollout_seconds", "value": reference_seconds,
+                     "arm": "solver"})
+    rows += [{"mode": "physical", "metric": "rollout_seconds", "value": seconds},
+             {"mode": "physical", "metric": "peak_mem_mb", "value": peak},
+             {"mode": "all", "metric": "params", "value": 0}]
+    results = {"physical": score(test, predicted)}
+    write_results(Path(out_dir), dataset, kind, seed, results, test, {"physical": predicted}, rows)

@@ -1,0 +1,129 @@
+"""``upt evaluate``: honest rollouts of one arm and seed on the test split (DESIGN.md §2.2, §6).
+
+Every reported error is measured in physical units (denormalized with the training statistics),
+on autoregressive rollouts over the whole test horizon from the first ``history`` frames, which are
+given and therefore excluded from every metric. The teacher-forced one-step error is reported
+beside the rollouts under its own mode name, ``one-step``, never in their place.
+
+Surrogates are evaluated in ``latent`` mode (encode once) and ``physical`` mode (decode and
+re-encode each step), and, where a finer conversion of the same test data exists, in
+``latent-superres`` (decoded zero-shot on the finer grid). Baselines go through the same code with
+their own prediction function and mode ``physical``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from upt import metrics
+from upt.atomic import atomic_output
+from upt.data.dataset import FieldDataset
+
+THRESHOLDS = (0.8, 0.9, 0.95)
+
+
+@dataclass
+class TestSet:
+    """The test split as one batch: normalized trajectories and what a rollout needs."""
+
+    data: FieldDataset
+    frames: torch.Tensor  # [S, T, N, C] normalized
+
+    @classmethod
+    def load(cls, path, stats, history: int, params=()) -> "TestSet":
+        data = FieldDataset(path, stats, "test", history=history, horizon=1, params=params)
+        return cls(data, torch.stack([data.trajectory(i) for i in range(data.n_samples)]))
+
+    @property
+    def steps(self) -> int:
+        return self.data.n_times - self.data.history
+
+    def initial(self) -> torch.Tensor:
+        """The given frames of every trajectory, stacked on channels: [S, N, history * C]."""
+        return torch.cat(list(self.frames[:, : self.data.history].unbind(1)), dim=-1)
+
+    def cond(self) -> torch.Tensor:
+        return self.data.cond_for(0, self.steps).expand(len(self.frames), -1, -1)
+
+    def physical(self, frames: torch.Tensor) -> np.ndarray:
+        """Normalized [S, T, N, C] -> denormalized [S, T, *grid, C] for the metrics."""
+        s, t, _, c = frames.shape
+        return self.data.denormalize(frames).reshape(s, t, *self.data.grid_shape, c).numpy()
+
+    def with_given_frames(self, predicted: torch.Tensor) -> torch.Tensor:
+        """Prepend the given frames to a prediction of the remaining steps."""
+        return torch.cat([self.frames[:, : self.data.history], predicted], dim=1)
+
+
+def timed(predict: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
+    """(prediction, wall seconds, peak memory MB): CUDA's allocator peak on GPU, the process's
+    peak resident set on CPU (which only grows, so it bounds every mode evaluated so far)."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = predict()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out.cpu(), seconds, peak
+
+
+def score(test: TestSet, predicted: torch.Tensor, truth: TestSet | None = None) -> tuple[xr.Dataset, dict]:
+    """Per-time metrics (excluding the given frames) and the time-averaged summary values."""
+    truth = truth or test
+    pred = truth.physical(truth.with_given_frames(predicted))
+    target = truth.physical(truth.frames)
+    history = truth.data.history
+    curves = metrics.compute(pred, target, initial_step=history)
+    summary = {name: float(curves[name].mean()) for name in curves.data_vars}
+    for threshold in THRESHOLDS:
+        summary[f"corr_time_{threshold}"] = metrics.correlation_time(
+            pred, target, truth.data.times, threshold=threshold, initial_step=history)
+    return curves.assign_coords(time=truth.data.times[curves["time"].values]), summary
+
+
+def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dict, test: TestSet,
+                  predictions: dict[str, torch.Tensor], extra_rows: list[dict], n_show: int = 2) -> None:
+    """metrics.nc (mode x time), summary.csv (tidy rows) and predictions.nc (a few test samples)."""
+    rows = [{"dataset": dataset, "arm": arm, "seed": seed, "mode": mode, "metric": k, "value": v}
+            for mode, (_, summary) in results.items() for k, v in summary.items()]
+    rows += [{"dataset": dataset, "arm": arm, "seed": seed, **row} for row in extra_rows]
+    curves = xr.concat([c.expand_dims(mode=[m]) for m, (c, _) in results.items()], dim="mode", join="outer")
+    curves.attrs.update(dataset=dataset, arm=arm, seed=seed)
+    shown = {}
+    data = test.data
+    coords = {"time": data.times, **{d: np.arange(n) for d, n in zip("xyz", data.grid_shape)}}
+    dims = ("sample", "time", *"xyz"[: len(data.grid_shape)])
+    true = test.physical(test.frames[:n_show])
+    for i, name in enumerate(data.fields):
+        shown[f"{name}_true"] = (dims, true[..., i])
+        for mode, predicted in predictions.items():
+            shown[f"{name}_{mode}"] = (dims, test.physical(test.with_given_frames(predicted)[:n_show])[..., i])
+    pred_ds = xr.Dataset(shown, coords=coords, attrs={"dataset": dataset, "arm": arm, "seed": seed,
+                                                       "initial_step": data.history})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, write in (("metrics.nc", curves.to_netcdf), ("predictions.nc", pred_ds.to_netcdf)):
+        with atomic_output(out_dir / name) as tmp:
+            write(tmp)
+    with atomic_output(out_dir / "summary.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,133 @@
+"""Selecting rows of ``summary_stats.csv`` and the README's main table.
+
+Every column of the main table holds one metric in one evaluation mode (DESIGN.md §2.6); baselines
+have the physical mode only, so their latent cells are empty, never filled from another mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from upt.plotting.style import PERSISTENCE, SOLVER, Palette
+
+ANY = None  # in a mode preference list: any mode, in the table's order
+MAIN_COLUMNS = (
+    ("nrmse", "latent", "nRMSE (latent)"),
+    ("nrmse", "physical", "nRMSE (physical)"),
+    ("corr_time_0.8", "latent", "corr. time 0.8 (latent)"),
+    ("corr_time_0.8", "physical", "corr. time 0.8 (physical)"),
+    ("rollout_seconds", "latent", "rollout s (latent)"),
+    ("rollout_seconds", "physical", "rollout s (physical)"),
+)
+
+
+def reference_of(stats: pd.DataFrame | None) -> str | None:
+    """The reference arm named in ``summary_stats.csv`` (its ``reference`` column)."""
+    if stats is None or "reference" not in stats or stats["reference"].dropna().empty:
+        return None
+    return str(stats["reference"].dropna().iloc[0])
+
+
+def pick(stats: pd.DataFrame, metric: str, modes: Sequence[str | None]) -> pd.DataFrame:
+    """One row per arm for ``metric``: the first mode of ``modes`` (``None``: any) with a finite mean.
+
+    Columns: arm (index), mode, mean, ci_low, ci_high, n, half (the 95% interval's half-width, NaN
+    for a single seed). Arms with none of the modes are left out; the solver row is never picked.
+    """
+    rows = stats[(stats["metric"] == metric) & (stats["arm"] != SOLVER)]
+    rows = rows[np.isfinite(rows["mean"].astype(float))]
+    chosen = []
+    for arm, group in rows.groupby("arm", sort=False):
+        for mode in modes:
+            hit = group if mode is ANY else group[group["mode"] == mode]
+            if len(hit):
+                chosen.append(hit.iloc[0])
+                break
+    cols = ["arm", "mode", "mean", "ci_low", "ci_high", "n"]
+    out = pd.DataFrame(chosen, columns=stats.columns)[cols].set_index("arm") if chosen else \
+        pd.DataFrame(columns=cols).set_index("arm")
+    out = out.astype({"mean": float, "ci_low": float, "ci_high": float})
+    out["half"] = (out["ci_high"] - out["ci_low"]) / 2
+    return out
+
+
+def interval_note(n) -> str:
+    """What the whiskers and bands mean, from the seed counts ``n`` behind them."""
+    n = sorted({int(v) for v in pd.Series(n).dropna()})
+    if not n or n[-1] <= 1:
+        return "one seed (no interval)"
+    count = str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
+    return f"mean and 95% interval over {count} seeds"
+
+
+def solver_seconds(stats: pd.DataFrame) -> float | None:
+    """The numerical solver's mean rollout time at the data's resolution, if recorded."""
+    row = stats[(stats["arm"] == SOLVER) & (stats["metric"] == "rollout_seconds")]
+    return float(row["mean"].iloc[0]) if len(row) and np.isfinite(row["mean"].iloc[0]) else None
+
+
+def format_interval(mean: float, half: float) -> str:
+    """``mean ± half``: the half-width to 2 significant digits and the mean to the same decimal
+    place; a single seed (no interval) gives the mean to 3 significant digits; no value gives "—"."""
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    if half is None or not np.isfinite(half):
+        return f"{mean:.3g}"
+    if half == 0:
+        return f"{mean:.3g} ± 0"
+    decimals = min(max(1 - math.floor(math.log10(abs(half))), 0), 8)
+    return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
+
+
+def main_table(summary_stats: pd.DataFrame, reference: str | None = None,
+               kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Arms x [nRMSE, correlation time 0.8, rollout seconds] in the latent and the physical mode,
+    each cell "mean ± half-width of the 95% interval over seeds".
+
+    Rows: the reference arm first, then the other surrogates by latent nRMSE, then the baselines by
+    physical nRMSE with persistence last. The numerical solver is not a row (its time is in
+    ``solver_seconds``).
+    """
+    reference = reference or reference_of(summary_stats)
+    cells: dict[str, dict[str, str]] = {}
+    keys: dict[str, dict[str, float]] = {}
+    for metric, mode, name in MAIN_COLUMNS:
+        picked = pick(summary_stats, metric, [mode])
+        for arm, row in picked.iterrows():
+            cells.setdefault(arm, {})[name] = format_interval(row["mean"], row["half"])
+            if metric == "nrmse":
+                keys.setdefault(arm, {})[mode] = row["mean"]
+    palette = Palette.build(cells, reference, kinds)
+
+    def sort_key(arm):
+        if arm == reference:
+            return (0, 0.0, arm)
+        if arm == PERSISTENCE:
+            return (3, 0.0, arm)
+        group = 2 if palette.is_baseline(arm) else 1
+        mode = "physical" if group == 2 else "latent"
+        value = keys.get(arm, {}).get(mode, keys.get(arm, {}).get("physical", math.inf))
+        return (group, value, arm)
+
+    arms = sorted(cells, key=sort_key)
+    table = pd.DataFrame([[cells[a].get(name, "—") for _, _, name in MAIN_COLUMNS] for a in arms],
+                         index=pd.Index(arms, name="arm"), columns=[c[2] for c in MAIN_COLUMNS])
+    return table
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (index as the first column), no ``tabulate``."""
+    def cell(value) -> str:
+        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    header = [df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "| " + " | ".join([":---"] + ["---:"] * len(df.columns)) + " |"]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join([cell(idx)] + [cell(v) for v in row.tolist()]) + " |")
+    return "\n".join(lines) + "\n"
