@@ -71,13 +71,34 @@ def test_all_ablations_end_to_end(tmp_path):
     train = results / "burgers1d" / "train"
     # Arms share the runs they agree on: joint and distill reuse small's autoencoder (and operator).
     assert sorted(p.relative_to(train).as_posix() for p in train.rglob("model.pt")) == [
-        "distill/seed0/diffusion/model.pt", "distill/seed0/distill/model.pt", "joint/seed0/joint/model.pt",
-        "small/seed0/autoencoder/model.pt", "small/seed0/operator/model.pt"]
+        "distill/seed0/diffusion/model.pt", "distill/seed0/distill/model.pt", "fno/seed0/fno/model.pt",
+        "joint/seed0/joint/model.pt", "small/seed0/autoencoder/model.pt", "small/seed0/operator/model.pt"]
     assert not list(train.rglob("state.pt"))  # finished runs leave only their result
-    assert (train / "small" / "seed0" / "operator" / "metrics.csv").exists()
     assert (results / "benchmarks" / "burgers1d" / "train" / "joint" / "seed0" / "joint.tsv").exists()
+
+    stats = pd.read_csv(results / "burgers1d" / "summary_stats.csv")
+    assert {"small", "joint", "distill", "fno", "persistence", "coarse-solver"} <= set(stats["arm"])
+    assert set(stats.query("arm == 'small'")["mode"]) == {"latent", "physical", "one-step", "latent-superres", "all"}
+    summary = pd.read_csv(results / "burgers1d" / "summary.csv")
+    assert list(summary.columns[:6]) == ["dataset", "arm", "seed", "mode", "metric", "value"]
+    figures = results / "figures" / "burgers1d"
+    drawn = {p.name: p.read_bytes() for p in figures.glob("*.png")}
+    assert {"error_vs_time.png", "metric_bars.png", "prediction_vs_truth.png", "training_curves.png"} <= set(drawn)
+
     rerun = snakemake(tmp_path, "all_ablations", TEST_CONFIG)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+    # Without any checkpoint, paper_figures redraws the same figures from results/ alone.
+    for checkpoint in results.rglob("*.pt"):
+        checkpoint.unlink()
+    for figure in figures.glob("*.png"):
+        figure.unlink()
+    snakemake(tmp_path, "paper_figures", TEST_CONFIG)
+    assert {p.name: p.read_bytes() for p in figures.glob("*.png")} == drawn
+
+    report = snakemake(tmp_path, "all_ablations", TEST_CONFIG, "--report", "report.html", check=False)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
 @pytest.fixture

@@ -1,0 +1,122 @@
+"""Evaluation: rollouts on the test split in physical units, baselines, aggregation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from upt import metrics
+from upt.data.convert import convert
+from upt.data.dataset import FieldDataset
+from upt.data.solvers.burgers import generate_burgers1d
+from upt.data.stats import compute_stats
+from upt.evaluation.aggregate import aggregate, interval
+from upt.evaluation.evaluate import evaluate_baseline, evaluate_model
+from upt.training.cache import build_cache
+from upt.training.run import run_stage
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate_burgers1d(root / "raw.h5", samples=12, nu=0.05, resolution=32, seed=0)
+    convert(root / "raw.h5", root / "data.nc", reduce_x=2, reduce_t=20, val_fraction=0.25, test_fraction=0.25)
+    convert(root / "raw.h5", root / "fine.nc", reduce_t=20, val_fraction=0.25, test_fraction=0.25)
+    compute_stats(root / "data.nc", root / "stats.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    settings = {"seed": 0, "model": {"preset": "upt-tiny"}, "history": 1, "params": [],
+                "stage": {"epochs": 1, "batch_size": 8, "losses": {"reconstruction": 1.0, "next_step": 1.0}}}
+    ae = data / "ae" / "model.pt"
+    run_stage("autoencoder", {**settings, "stage": {**settings["stage"], "losses": {"reconstruction": 1.0}}},
+              data / "data.nc", data / "stats.json", ae)
+    build_cache(ae, data / "data.nc", data / "stats.json", data / "latents.pt")
+    op = data / "op" / "model.pt"
+    run_stage("operator", {**settings, "stage": {**settings["stage"], "losses": {"next_step": 1.0}}},
+              data / "data.nc", data / "stats.json", op, init=ae, cache=data / "latents.pt")
+    return op
+
+
+def test_persistence_scores_exactly_the_metrics_of_a_copied_frame(data, tmp_path):
+    evaluate_baseline("persistence", data / "data.nc", data / "stats.json", tmp_path, dataset="b", seed=0)
+    with xr.open_dataset(data / "data.nc") as ds:
+        test = ds["u"].values[ds["split"].values.astype(str) == "test"][..., None]  # [S, T, x, 1]
+        times = ds["time"].values
+    copied = np.repeat(test[:, :1], test.shape[1], axis=1)
+    expected = metrics.compute(copied, test, initial_step=1)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["mode", "metric"])["value"]
+    for name in ("rmse", "nrmse", "max_error", "correlation"):
+        assert summary[("physical", name)] == pytest.approx(float(expected[name].mean()), rel=1e-6)
+    assert summary[("physical", "corr_time_0.8")] == pytest.approx(
+        metrics.correlation_time(copied, test, times, 0.8, initial_step=1))
+    with xr.open_dataset(tmp_path / "metrics.nc") as curves:
+        assert list(curves["mode"].values) == ["physical"]
+        np.testing.assert_allclose(curves["time"].values, times[1:])  # the given frame is not scored
+
+
+def test_model_rollouts_in_every_mode(data, model, tmp_path):
+    evaluate_model(model, data / "data.nc", data / "stats.json", tmp_path, dataset="b", arm="op", seed=0,
+                   fine_data=data / "fine.nc")
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert set(summary["mode"]) == {"latent", "physical", "one-step", "latent-superres", "all"}
+    assert (summary.query("metric == 'rollout_seconds'")["value"] > 0).all()
+    with xr.open_dataset(tmp_path / "predictions.nc") as pred, xr.open_dataset(data / "data.nc") as ds:
+        truth = ds["u"].values[ds["split"].values.astype(str) == "test"]
+        np.testing.assert_allclose(pred["u_true"].values, truth[: pred.sizes["sample"]], rtol=1e-5, atol=1e-5)
+        # The given first frame is the truth in every mode; later frames are predictions.
+        np.testing.assert_allclose(pred["u_latent"].values[:, 0], truth[: pred.sizes["sample"], 0], rtol=1e-5, atol=1e-5)
+        assert not np.allclose(pred["u_latent"].values[:, 1:], pred["u_true"].values[:, 1:])
+    # Latent rollout of one step is the one-step prediction of the first frame.
+    with xr.open_dataset(tmp_path / "metrics.nc") as curves:
+        first = curves.isel(time=0)
+        assert float(first["rmse"].sel(mode="latent")) == pytest.approx(float(first["rmse"].sel(mode="one-step")),
+                                                                         rel=1e-5)
+
+
+def test_coarse_solver_is_accurate_and_timed(data, tmp_path):
+    evaluate_baseline("coarse-solver", data / "data.nc", data / "stats.json", tmp_path, dataset="b", seed=0,
+                      solver="burgers1d", coarsen=2)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    nrmse = summary.query("arm == 'coarse-solver' and metric == 'nrmse'")["value"].item()
+    persistence = tmp_path / "p"
+    evaluate_baseline("persistence", data / "data.nc", data / "stats.json", persistence, dataset="b", seed=0)
+    assert nrmse < 0.5 * pd.read_csv(persistence / "summary.csv").query("metric == 'nrmse'")["value"].item()
+    assert summary.query("arm == 'solver' and mode == 'reference'")["value"].item() > 0
+
+
+def test_interval_matches_hand_computation():
+    mean, low, high = interval(np.array([1.0, 2.0, 3.0]))
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert np.isnan(interval(np.array([1.0]))[1])
+
+
+def test_aggregate_pairs_differences_with_the_reference(tmp_path):
+    evals = {}
+    for arm, offset in (("ref", 0.0), ("other", 0.5)):
+        for seed in (0, 1):
+            d = tmp_path / arm / str(seed)
+            d.mkdir(parents=True)
+            value = 1.0 + seed + offset
+            pd.DataFrame([{"dataset": "b", "arm": arm, "seed": seed, "mode": "latent", "metric": "nrmse",
+                           "value": value}]).to_csv(d / "summary.csv", index=False)
+            xr.Dataset({"nrmse": (("mode", "time"), [[value, value]])},
+                       coords={"mode": ["latent"], "time": [0.1, 0.2]}).to_netcdf(d / "metrics.nc")
+            evals.setdefault(arm, {})[seed] = str(d)
+    manifest = {"dataset": "b", "reference": "ref", "evals": evals, "runs": {},
+                "arms": {"ref": {"tokens": 8, "dim": 16, "approximator": "pure", "kind": "upt"},
+                         "other": {"tokens": 16, "dim": 16, "approximator": "pure", "kind": "upt"}}}
+    aggregate(manifest, tmp_path / "out")
+    stats = pd.read_csv(tmp_path / "out" / "summary_stats.csv").set_index("arm")
+    assert stats.loc["other", "mean"] == pytest.approx(2.0) and stats.loc["other", "diff_mean"] == pytest.approx(0.5)
+    assert stats.loc["other", "diff_ci_low"] == pytest.approx(0.5)  # a constant paired difference
+    with xr.open_dataset(tmp_path / "out" / "curves.nc") as curves:
+        assert dict(curves.sizes) == {"arm": 2, "seed": 2, "mode": 1, "time": 2}
+    assert json.loads((tmp_path / "out" / "arms.json").read_text())["ref"]["reference"] is True
