@@ -102,7 +102,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
     if distributed.rank() == 0:
         save_checkpoint(out, stage=stage, model_spec=spec, model=best.model, corrector_spec=corrector_spec,
                         corrector=getattr(best, "corrector", None), info={"seed": seed, "settings": settings})
-        (out.parent / "state.pt").unlink()  # the run is complete: its result is the checkpoint
+        (out.parent / "state.pt").unlink(missing_ok=True)  # the run is complete: its result is the checkpoint
     distributed.shutdown()
     return out
 

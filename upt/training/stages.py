@@ -74,6 +74,15 @@ class FieldStage(Stage):
         return self.model.encode(u, self.pos.expand(u.shape[0], -1, -1), self.grid_shape)
 
 
+def advance(model: UPT, z: torch.Tensor, cond: torch.Tensor, steps: int) -> torch.Tensor:
+    """The approximator's latent rollout z_1 .. z_steps from z_0: [B, steps, T, D]."""
+    zs = []
+    for s in range(steps):
+        z = model.step(z, cond[:, s])
+        zs.append(z)
+    return torch.stack(zs, dim=1)
+
+
 def _select(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     """Points ``index`` of x [..., N, C] (all of them when index is None)."""
     return x if index is None else x[..., index, :]
@@ -120,11 +129,7 @@ class JointStage(FieldStage):
 
         def latents():  # z_1 .. z_horizon, computed once for every term that needs them
             if "z" not in cache:
-                zs, current = [], z
-                for s in range(horizon):
-                    current = self.model.step(current, cond[:, s])
-                    zs.append(current)
-                cache["z"] = zs
+                cache["z"] = advance(self.model, z, cond, horizon).unbind(1)
             return cache["z"]
 
         def next_full():  # next frame on the whole grid (spectral, conservation and divergence)
@@ -180,11 +185,7 @@ class OperatorStage(Stage):
 
         def latents():
             if "z" not in cache:
-                zs, current = [], z
-                for s in range(target.shape[1]):
-                    current = self.model.step(current, cond[:, s])
-                    zs.append(current)
-                cache["z"] = torch.stack(zs, dim=1)
+                cache["z"] = advance(self.model, z, cond, target.shape[1])
             return cache["z"]
 
         return losses.combine({

@@ -1,0 +1,37 @@
+"""The conda environment and pyproject.toml ask for the same packages; the CLI is installed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base", "netCDF4": "netcdf4"}
+
+
+def requirement(spec: str) -> tuple[str, str]:
+    name, version = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", spec).groups()
+    return name, version.replace(" ", "")
+
+
+def test_conda_environment_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = dict(requirement(s) for s in project["dependencies"])
+    wanted.update(requirement(s) for s in project["optional-dependencies"]["baselines"])
+    env = yaml.safe_load((REPO / "envs" / "upt.yaml").read_text())["dependencies"]
+    conda = dict(requirement(s) for s in env if isinstance(s, str) and s not in ("pip",))
+    pip = dict(requirement(s) for entry in env if isinstance(entry, dict) for s in entry["pip"])
+    for name, version in wanted.items():
+        got = conda.get(CONDA_NAMES.get(name, name).lower(), pip.get(name))
+        assert got == version, f"{name}{version} in pyproject.toml, {got!r} in envs/upt.yaml"
+
+
+def test_cli_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "upt", "--help"], capture_output=True, text=True, check=True)
+    for command in ("generate", "download", "convert", "stats", "train", "cache", "evaluate", "aggregate", "plot"):
+        assert command in out.stdout
