@@ -21,7 +21,7 @@ from upt.data.solvers.burgers import generate_burgers1d  # noqa: E402
 from upt.data.solvers.diffreact import generate_diffreact2d  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "generate.csv"
-DEFAULT = [("burgers1d", 128, 256), ("diffreact2d", 32, 32)]
+DEFAULT = [("burgers1d", 96, 256), ("diffreact2d", 32, 32)]  # config/config.yaml
 FULL = [("burgers1d", 1, 1024), ("diffreact2d", 1, 128)]
 
 

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,12 @@ def test_profile_dry_run(checkout):
 
 
 def test_training_job_is_submitted_with_gpu_partition_memory_and_time(checkout, tmp_path):
-    """A fake sbatch records its arguments; a fake sacct reports the job as failed."""
+    """A fake sbatch records its arguments; the run is stopped once the job is submitted."""
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch.txt"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {record}\necho 4242\n')
-    (bin_dir / "sacct").write_text("#!/bin/sh\necho '4242|FAILED|1:0'\n")
+    (bin_dir / "sacctmgr").write_text("#!/bin/sh\necho YOUR_ACCOUNT\n")
+    (bin_dir / "sacct").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "scancel").write_text("#!/bin/sh\nexit 0\n")
     for tool in bin_dir.iterdir():
@@ -55,9 +57,16 @@ def test_training_job_is_submitted_with_gpu_partition_memory_and_time(checkout, 
                             str(TEST_CONFIG)], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
     assert local.returncode == 0, local.stderr[-3000:]
     target = "results/burgers1d/train/small/seed0/autoencoder/model.pt"
-    run(checkout, target, "--retries", "0", "--slurm-init-seconds-before-status-checks", "1", env=env)
-    submitted = record.read_text()
-    assert "-p YOUR_GPU_PARTITION" in submitted or "--partition YOUR_GPU_PARTITION" in submitted, submitted
-    assert "gpu" in submitted and "--mem 32000" in submitted, submitted
-    assert "-t 720" in submitted or "--time 720" in submitted, submitted
-    assert "-A YOUR_ACCOUNT" in submitted or "--account YOUR_ACCOUNT" in submitted, submitted
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", target, "--configfile", str(TEST_CONFIG)]
+    proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # the fake job would never finish
+        proc.wait(30)
+    submitted = record.read_text().split()
+    for flag in ("-A YOUR_ACCOUNT", "-p YOUR_GPU_PARTITION", "-t 720", "--mem 32000"):
+        assert " ".join(submitted).count(flag) == 1, (flag, submitted)
+    assert "--gpus=1" in submitted and "--cpus-per-gpu=8" in submitted, submitted
