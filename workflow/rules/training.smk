@@ -79,6 +79,7 @@ rule train:
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
+        gpu=config["training_gpus"],
     shell:
         "upt train {wildcards.stage} --data {input.data} --stats {input.stats}"
         " --settings {params.settings:q} --out {output.model} {params.init} {params.cache} > {log} 2>&1"
