@@ -8,16 +8,12 @@ import torch
 from upt import losses as L
 from upt.models.presets import build_model
 
+from grids import grid_pos
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def grid_pos(*shape):
-    """Row-major points of a tensor-product grid on [0, 1]^d, [1, N, d]."""
-    axes = torch.meshgrid(*(torch.linspace(0, 1, n) for n in shape), indexing="ij")
-    return torch.stack(axes, -1).reshape(1, -1, len(shape))
 
 
 # ---------------------------------------------------------------- values against hand computation

@@ -9,16 +9,12 @@ from upt.models import PureTransformer, UShapedTransformer, build_model, count_p
 from upt.models import log_clamp, parameter_table
 from upt.models.layers import Block, DropPath
 
+from grids import grid_pos
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def grid_pos(*shape):
-    """Row-major points of a tensor-product grid on [0, 1]^d, [1, N, d]."""
-    axes = torch.meshgrid(*(torch.linspace(0, 1, n) for n in shape), indexing="ij")
-    return torch.stack(axes, -1).reshape(1, -1, len(shape))
 
 
 def wake_zero_inits(module):
