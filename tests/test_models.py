@@ -213,6 +213,9 @@ def test_rollout_modes(encoder, shape):
         torch.testing.assert_close(one[:, 0], model(u, pos, query, cond[:, 0], **kw))
     latent = model.rollout(u, pos, cond, 3, query, mode="latent", **kw)
     physical = model.rollout(u, pos, cond, 3, query, mode="physical", **kw)
+    for mode, full in (("latent", latent), ("physical", physical)):  # decoding only the horizon's end
+        last = model.rollout(u, pos, cond, 3, query, mode=mode, last_only=True, **kw)
+        torch.testing.assert_close(last, full[:, -1:])
     torch.testing.assert_close(latent[:, 0], physical[:, 0])
     assert not torch.allclose(latent[:, 1:], physical[:, 1:])  # physical mode re-encodes
     with pytest.raises(ValueError, match="steps"):

@@ -50,6 +50,7 @@ class UPT(nn.Module):
         mode: str = "latent",
         mask: torch.Tensor | None = None,
         correct=None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Autoregressive rollout -> [B, steps, Q, fields] at query_pos (default: pos).
 
@@ -57,6 +58,8 @@ class UPT(nn.Module):
         physical: every step decode at pos, push the frame into the history window (dropping the
         oldest) and re-encode it, as a model without a self-consistent latent space must.
         correct: optional z -> z applied after every step (the diffusion residual corrector).
+        last_only: return only the final frame, [B, 1, Q, fields]; a latent rollout then decodes
+        once, where a physical one still decodes and re-encodes every step.
         """
         if cond.shape[1] < steps:
             raise ValueError(f"cond holds {cond.shape[1]} steps, the rollout needs {steps}")
@@ -70,11 +73,12 @@ class UPT(nn.Module):
             if correct is not None:
                 z = correct(z)
             if mode == "latent":
-                frames.append(self.decode(z, query_pos))
+                if not last_only or s + 1 == steps:
+                    frames.append(self.decode(z, query_pos))
                 continue
             u_next = self.decode(z, pos)
             frames.append(u_next if query_pos is pos else self.decode(z, query_pos))
             if s + 1 < steps:
                 u = torch.cat([u[..., self.fields :], u_next], dim=-1)
                 z = self.encode(u, pos, grid_shape, mask)
-        return torch.stack(frames, dim=1)
+        return torch.stack(frames[-1:] if last_only else frames, dim=1)
