@@ -47,7 +47,7 @@ class FNOSurrogate(nn.Module):
         return u[..., -self.fields:] + out
 
     def rollout(self, u, pos, cond, steps, query_pos=None, grid_shape=None, mode="physical", mask=None,
-                correct=None) -> torch.Tensor:
+                correct=None, last_only=False) -> torch.Tensor:
         if mode != "physical":
             raise UptError(f"the FNO baseline has no {mode!r} rollout, only 'physical'")
         frames = []
@@ -55,7 +55,7 @@ class FNOSurrogate(nn.Module):
             frame = self(u, pos, pos, cond[:, s], grid_shape)
             frames.append(frame)
             u = torch.cat([u[..., self.fields:], frame], dim=-1)
-        return torch.stack(frames, dim=1)
+        return torch.stack(frames[-1:] if last_only else frames, dim=1)
 
 
 def matched_width(target_params: int, **kwargs) -> int:
