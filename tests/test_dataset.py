@@ -9,7 +9,7 @@ import xarray as xr
 
 from pdebench_files import write_1d_tensor, write_groups
 from upt.data.convert import convert
-from upt.data.dataset import FieldDataset
+from upt.data.dataset import FieldDataset, history_windows
 from upt.data.splits import split_indices
 from upt.data.stats import compute_stats
 from upt.errors import UptError
@@ -63,6 +63,16 @@ def test_windows_exact(files, name, history, horizon, preload_mb):
         np.testing.assert_allclose(item["target"], ref[s, start + history:start + history + horizon],
                                    rtol=1e-6)
     np.testing.assert_allclose(ds.trajectory(S - 1), ref[S - 1], rtol=1e-6)
+
+
+def test_history_windows_of_a_trajectory_are_the_items_inputs(files):
+    """The latent cache and the one-step evaluation window whole trajectories; items must agree."""
+    ds = FieldDataset(*files["g"], "train", history=3, horizon=1, params=())
+    windows = history_windows(ds.trajectory(1), 3)
+    assert windows.shape[0] == ds.n_times - 2
+    per_sample = ds.n_times - 3
+    for start in range(per_sample):
+        torch.testing.assert_close(windows[start], ds[per_sample + start]["u"], rtol=0, atol=0)
 
 
 def test_grid_layout_row_major(files):

@@ -34,6 +34,13 @@ from upt.errors import UptError
 BLOCK_BYTES = 64 * 2**20  # preload reads this much of the split at a time
 
 
+def history_windows(frames: torch.Tensor, history: int) -> torch.Tensor:
+    """Frames [..., T, N, C] -> every run of ``history`` consecutive frames stacked on channels,
+    oldest first: [..., T - history + 1, N, history * C], the model's input convention."""
+    steps = frames.shape[-3] - history + 1
+    return torch.cat([frames[..., j:j + steps, :, :] for j in range(history)], dim=-1)
+
+
 class FieldDataset(torch.utils.data.Dataset):
     """Windows of normalized trajectories from one split of a converted netCDF file."""
 
@@ -103,7 +110,7 @@ class FieldDataset(torch.utils.data.Dataset):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         sample, start = divmod(int(i), self._windows)
         frames = self._frames(sample, start, start + self.history + self.horizon)
-        return {"u": rearrange(frames[: self.history], "h n c -> n (h c)"),
+        return {"u": history_windows(frames[: self.history], self.history)[0],
                 "target": frames[self.history:], "cond": self.cond_for(start, self.horizon),
                 "sample": sample, "start": start}
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from upt.data.dataset import history_windows
 from upt.errors import UptError
 from upt.evaluation import baselines
 from upt.evaluation.rollout import TestSet, score, timed, write_results
@@ -59,8 +60,7 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
 def one_step(model, test: TestSet, correct, batch_size: int) -> torch.Tensor:
     """Teacher-forced: each frame predicted from the true frames before it. [S, steps, N, C]."""
     h, s = test.data.history, len(test.frames)
-    windows = torch.stack([torch.cat(list(test.frames[:, j:j + h].unbind(1)), dim=-1)
-                           for j in range(test.steps)], dim=1)  # [S, steps, N, hC]
+    windows = history_windows(test.frames, h)[:, : test.steps]  # [S, steps, N, hC]
     cond = test.cond()
     flat_u, flat_c = windows.flatten(0, 1), cond.flatten(0, 1)
     pos = test.data.pos

@@ -27,7 +27,7 @@ import xarray as xr
 
 from upt import metrics
 from upt.atomic import atomic_output
-from upt.data.dataset import FieldDataset
+from upt.data.dataset import FieldDataset, history_windows
 
 THRESHOLDS = (0.8, 0.9, 0.95)
 
@@ -50,7 +50,7 @@ class TestSet:
 
     def initial(self) -> torch.Tensor:
         """The given frames of every trajectory, stacked on channels: [S, N, history * C]."""
-        return torch.cat(list(self.frames[:, : self.data.history].unbind(1)), dim=-1)
+        return history_windows(self.frames[:, : self.data.history], self.data.history)[:, 0]
 
     def cond(self) -> torch.Tensor:
         return self.data.cond_for(0, self.steps).expand(len(self.frames), -1, -1)

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from upt.atomic import atomic_output
-from upt.data.dataset import FieldDataset
+from upt.data.dataset import FieldDataset, history_windows
 from upt.errors import UptError
 from upt.training.checkpoint import load_checkpoint, module_hash
 
@@ -42,7 +42,7 @@ def build_cache(encoder_checkpoint: str | Path, data: str | Path, stats: str | P
         latents = []
         for i in range(ds.n_samples):
             frames = ds.trajectory(i)  # [T, N, C]
-            windows = torch.cat([frames[j:j + steps] for j in range(history)], dim=-1)  # [T', N, hC]
+            windows = history_windows(frames, history)  # [T', N, hC]
             pos = ds.pos.expand(batch_size, -1, -1)
             latents.append(torch.cat([model.encode(w, pos[: len(w)], ds.grid_shape)
                                       for w in windows.split(batch_size)]))
