@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / ".test" / "config.yaml"
@@ -40,8 +41,18 @@ def test_profile_dry_run(checkout):
     assert "train" in proc.stdout
 
 
-def test_training_job_is_submitted_with_gpu_partition_memory_and_time(checkout, tmp_path):
-    """A fake sbatch records its arguments; the run is stopped once the job is submitted."""
+def gpu_config(checkout: Path) -> Path:
+    """The test config on GPUs: one per training job, and an arm that asks for two."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["base"]["training"]["gpus"] = 1
+    config["arms"]["ddp"] = {"training": {"gpus": 2}}
+    path = checkout / ".test" / "gpus.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_training_jobs_are_submitted_with_gpus_partition_memory_and_time(checkout, tmp_path):
+    """A fake sbatch records its arguments; the run is stopped once both training jobs are submitted."""
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch.txt"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {record}\necho 4242\n')
@@ -52,21 +63,27 @@ def test_training_job_is_submitted_with_gpu_partition_memory_and_time(checkout, 
     for tool in bin_dir.iterdir():
         tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    # The data stage runs locally first, so the first job the profile submits is a training job.
+    config = gpu_config(checkout)
+    # The data stage runs locally first, so the jobs the profile submits are the training jobs.
     local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "all_data", "--configfile",
-                            str(TEST_CONFIG)], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
+                            str(config)], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)
     assert local.returncode == 0, local.stderr[-3000:]
-    target = "results/burgers1d/train/small/seed0/autoencoder/model.pt"
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", target, "--configfile", str(TEST_CONFIG)]
+    targets = [f"results/burgers1d/train/{arm}/seed0/autoencoder/model.pt" for arm in ("small", "ddp")]
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", *targets, "--configfile", str(config)]
     proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while (not record.exists() or len(record.read_text().splitlines()) < 2) \
+                and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        proc.kill()  # the fake job would never finish
+        proc.kill()  # the fake jobs would never finish
         proc.wait(30)
-    submitted = record.read_text().split()
-    for flag in ("-A YOUR_ACCOUNT", "-p YOUR_GPU_PARTITION", "-t 720", "--mem 32000"):
-        assert " ".join(submitted).count(flag) == 1, (flag, submitted)
-    assert "--gpus=1" in submitted and "--cpus-per-gpu=8" in submitted, submitted
+    jobs = {arm: line.split() for line in record.read_text().splitlines()
+            for arm in ("small", "ddp") if f"arm={arm}," in line}
+    assert set(jobs) == {"small", "ddp"}, record.read_text()
+    for arm, gpus in (("small", 1), ("ddp", 2)):
+        submitted = jobs[arm]
+        for flag in ("-A YOUR_ACCOUNT", "-p YOUR_GPU_PARTITION", "-t 720", "--mem 32000"):
+            assert " ".join(submitted).count(flag) == 1, (arm, flag, submitted)
+        assert f"--gpus={gpus}" in submitted and "--cpus-per-gpu=8" in submitted, (arm, submitted)

@@ -50,7 +50,7 @@ def test_dry_run_parses_default_and_pdebench_configs(tmp_path):
 def test_invalid_config_fails_naming_the_key(tmp_path, edit, needle):
     config = yaml.safe_load(TEST_CONFIG.read_text())
     edit(config)
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = snakemake(tmp_path, "all_ablations", tmp_path / "bad.yaml", "-n", check=False)
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr
@@ -127,9 +127,23 @@ def test_download_rule_from_a_mirror(tmp_path, file_server):
               "url_table": str(tmp_path / "mirror.csv"),
               "datasets": {"burgers": {"source": {"download": {"pde": "Burgers", "file": "1D_Burgers_Sols_Nu0.01.hdf5"}},
                                        "splits": {"val_fraction": 0.2, "test_fraction": 0.2}}}}
-    (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake(tmp_path, "all_data", tmp_path / "mirror.yaml")
     assert (tmp_path / "pdebench" / "1D" / "Burgers" / "Train" / "1D_Burgers_Sols_Nu0.01.hdf5").exists()
     with xr.open_dataset(tmp_path / "results" / "burgers" / "data.nc") as ds:
         np.testing.assert_array_equal(ds["u"].values, data)
         assert ds.attrs["source_md5"] == md5
+
+
+def test_multi_gpu_arm_trains_as_ddp_processes_under_torchrun(tmp_path):
+    """An arm with training.gpus 2 runs its stage through torchrun: 2 gloo processes on this CPU."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["arms"]["ddp"] = {"training": {"gpus": 2}}
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    target = "results/burgers1d/train/ddp/seed0/autoencoder/model.pt"
+    dry = snakemake(tmp_path, target, tmp_path / "ddp.yaml", "-n", "-p").stdout
+    assert "torchrun --standalone --nproc-per-node=2 --no-python upt train autoencoder" in dry
+    snakemake(tmp_path, target, tmp_path / "ddp.yaml")
+    log = (tmp_path / "results" / "logs" / "burgers1d" / "train" / "ddp" / "seed0" / "autoencoder.log").read_text()
+    assert "autoencoder: 2 processes on cpu" in log
+    assert (tmp_path / target).exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         raise UptError(f"stage {stage} needs --cache (the latent cache of its encoder)")
     distributed.init()
     cfg, seed = settings["stage"], int(settings["seed"])
+    _report_processes(stage, int(cfg.get("gpus", 0)))
     loop = LoopSettings(**{f.name: cfg[f.name] for f in dataclasses.fields(LoopSettings) if f.name in cfg})
     loop.seed = seed
     torch.manual_seed(seed)
@@ -105,6 +107,20 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         (out.parent / "state.pt").unlink(missing_ok=True)  # the run is complete: its result is the checkpoint
     distributed.shutdown()
     return out
+
+
+def _report_processes(stage: str, gpus: int) -> None:
+    """Say where the run trains, and warn when that is not what its settings asked for (e.g. an
+    arm meant for 4 GPUs started without torchrun trains correctly, just 4x slower)."""
+    world, device = distributed.world_size(), distributed.device()
+    if distributed.rank() != 0:
+        return
+    print(f"{stage}: {world} process{'es' if world > 1 else ''} on {device.type}", flush=True)
+    if gpus > 1 and world != gpus:
+        warnings.warn(f"settings ask for {gpus} GPUs (training.gpus) but {world} process(es) run; "
+                      f"launch with torchrun --nproc-per-node={gpus} to use them")
+    if gpus and device.type != "cuda":
+        warnings.warn(f"settings ask for {gpus} GPUs (training.gpus) but CUDA is not available: training on CPU")
 
 
 def _fno_spec(model: dict, dims: dict, grid_shape) -> dict:

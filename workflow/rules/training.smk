@@ -4,7 +4,8 @@
 #   train(autoencoder) -> train(joint)
 #
 # A run lives in train/<owner arm>/seed<seed>/<stage>/; its state.pt survives a failed attempt, so
-# a retry (or a Slurm re-queue) resumes it.
+# a retry (or a Slurm re-queue) resumes it. A stage's `training.gpus` is its job's `gpu` resource;
+# more than one launches it under torchrun.
 
 import dataclasses
 import json
@@ -45,6 +46,17 @@ def _run(wildcards):
     return RUNS[(wildcards.dataset, wildcards.arm, wildcards.stage)]
 
 
+def gpus(wildcards):
+    return int(_run(wildcards).settings["stage"].get("gpus", 0))
+
+
+def launcher(wildcards):
+    """More than one GPU: one DDP process per GPU under torchrun (--standalone finds a free port, so
+    several multi-GPU jobs can share a node)."""
+    n = gpus(wildcards)
+    return f"torchrun --standalone --nproc-per-node={n} --no-python" if n > 1 else ""
+
+
 def train_inputs(wildcards):
     run = _run(wildcards)
     inputs = {"data": f"{RESULTS}/{wildcards.dataset}/data.nc", "stats": f"{RESULTS}/{wildcards.dataset}/stats.json"}
@@ -69,19 +81,20 @@ rule train:
         settings=lambda wc: json.dumps(_run(wc).settings_for(int(wc.seed))),
         init=lambda wc, input: f"--init {input.init}" if "init" in input.keys() else "",
         cache=lambda wc, input: f"--cache {input.cache}" if "cache" in input.keys() else "",
+        launcher=launcher,
         version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}.tsv"
-    threads: 1
+    threads: lambda wc: max(1, gpus(wc))
     retries: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
-        gpu=config["training_gpus"],
+        gpu=gpus,
     shell:
-        "upt train {wildcards.stage} --data {input.data} --stats {input.stats}"
+        "{params.launcher} upt train {wildcards.stage} --data {input.data} --stats {input.stats}"
         " --settings {params.settings:q} --out {output.model} {params.init} {params.cache} > {log} 2>&1"
 
 
