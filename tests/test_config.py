@@ -76,3 +76,17 @@ def test_shipped_configs_plan(name):
         chains = plan(cfg, dataset)
         assert cfg["reference_arm"] in chains
 
+
+
+def test_the_workflow_imports_no_torch_while_building_its_dag():
+    """Every snakemake call (each cluster job runs one) parses the Snakefile; torch would add ~1 s."""
+    import subprocess
+    import sys
+
+    lines = [line.split() for smk in (REPO / "workflow" / "rules").glob("*.smk")
+             for line in smk.read_text().splitlines() if line.startswith(("import upt", "from upt"))]
+    modules = sorted({words[1] for words in lines})
+    assert "upt.models.sizes" in modules
+    code = "; ".join(f"import {m}" for m in modules) + "; import sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", modules

@@ -228,3 +228,24 @@ def test_ddp_two_processes_match_one(data, tmp_path):
     two = pd.read_csv(tmp_path / "two" / "metrics.csv")
     pd.testing.assert_series_equal(one["train_loss"], two["train_loss"], rtol=1e-4)
     pd.testing.assert_series_equal(one["val_loss"], two["val_loss"], rtol=1e-4)
+
+
+def test_divergence_scales_are_field_std_over_grid_spacing(tmp_path):
+    """The joint stage's divergence term works in physical units: d(std * v)/dx = std/dx * dv/dx."""
+    import json
+
+    from pdebench_files import write_cfd
+    from upt.data.convert import convert
+    from upt.data.dataset import FieldDataset
+    from upt.data.stats import compute_stats
+    from upt.training.run import _divergence_scales
+
+    write_cfd(tmp_path / "cfd.h5", nx=8, ny=6)
+    convert(tmp_path / "cfd.h5", tmp_path / "cfd.nc", md5="0" * 32, val_fraction=0.25, test_fraction=0.25)
+    compute_stats(tmp_path / "cfd.nc", tmp_path / "cfd.json")
+    train = FieldDataset(tmp_path / "cfd.nc", tmp_path / "cfd.json", "train")
+    stats = json.loads((tmp_path / "cfd.json").read_text())["fields"]
+    ix, iy, (sx, sy) = _divergence_scales(train)
+    assert (train.fields[ix], train.fields[iy]) == ("Vx", "Vy")
+    assert sx == pytest.approx(stats["Vx"]["std"] / (1 / 7), rel=1e-5)  # 8 points on [0, 1]
+    assert sy == pytest.approx(stats["Vy"]["std"] / (1 / 5), rel=1e-5)

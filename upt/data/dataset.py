@@ -66,6 +66,8 @@ class FieldDataset(torch.utils.data.Dataset):
             dims = ds[self.fields[0]].dims[2:]
             self.grid_shape = tuple(ds.sizes[d] for d in dims)
             self.times = ds["time"].values
+            self.coords = {d: ds[d].values for d in dims}
+            self.attrs = dict(ds.attrs)  # provenance and PDE parameters (pde_<name>)
             self.pos = _positions([ds[d].values for d in dims], int(ds.attrs.get("reduce_x", 1)))
             self._params = np.array([_param(self.path, ds.attrs, p) for p in params], np.float32)
         self.n_samples, self.n_times = self._index.size, self.times.size
@@ -87,6 +89,11 @@ class FieldDataset(torch.utils.data.Dataset):
                 self._data[b:b + block] = self._read(self._index[b:b + block], 0, self.n_times)
 
     # --- normalization ---------------------------------------------------------------------------
+    @property
+    def std(self) -> torch.Tensor:
+        """Per-field std of the training split [C]: one normalized unit in physical units."""
+        return self._std.clone()
+
     def normalize(self, x):
         """(x - mean) / std per field, for tensors or arrays shaped [..., C]."""
         mean, std = self._moments_like(x)

@@ -1,25 +1,25 @@
 """UPT models: encoders, approximators, the any-point decoder, the latent denoiser, the composite
-and named size presets."""
+and named size presets.
 
-from upt.models.approximators import PureTransformer, UShapedTransformer
-from upt.models.decoder import AnyPointDecoder, log_clamp
-from upt.models.denoiser import LatentDenoiser
-from upt.models.encoders import GridEncoder, MeshParticleEncoder
-from upt.models.presets import PRESETS, ModelSize, build_model, count_parameters, parameter_table
-from upt.models.upt import UPT
+The names below load their submodule on first use (PEP 562), so importing a torch-free submodule
+such as :mod:`upt.models.sizes` (the workflow does, while building its DAG) does not import torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "UPT",
-    "AnyPointDecoder",
-    "GridEncoder",
-    "LatentDenoiser",
-    "MeshParticleEncoder",
-    "ModelSize",
-    "PureTransformer",
-    "UShapedTransformer",
-    "build_model",
-    "count_parameters",
-    "log_clamp",
-    "parameter_table",
-]
+import importlib
+
+_HOMES = {
+    "PureTransformer": "approximators", "UShapedTransformer": "approximators",
+    "AnyPointDecoder": "decoder", "log_clamp": "decoder",
+    "LatentDenoiser": "denoiser",
+    "GridEncoder": "encoders", "MeshParticleEncoder": "encoders",
+    "build_model": "presets", "count_parameters": "presets", "parameter_table": "presets",
+    "PRESETS": "sizes", "ModelSize": "sizes",
+    "UPT": "upt",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

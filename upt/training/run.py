@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 
 from upt.data.dataset import FieldDataset
 from upt.errors import UptError
@@ -76,7 +75,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
             module = stages.FNOStage(model, weights, train.pos, train.grid_shape)
         else:
             module = stages.JointStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"),
-                                       divergence=_divergence_scales(data, train))
+                                       divergence=_divergence_scales(train))
     else:
         spec = {**base[2]["model_spec"], **settings["model"]}
         model = model_from_spec(spec)
@@ -151,12 +150,10 @@ def _residual_scale(model, windows: LatentWindows, samples: int = 512) -> float:
     return float(residual.std().clamp_min(1e-6))
 
 
-def _divergence_scales(data, train: FieldDataset):
+def _divergence_scales(train: FieldDataset):
     """(channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) for 2D velocity data, else None."""
     if not {"Vx", "Vy"} <= set(train.fields) or len(train.grid_shape) != 2:
         return None
-    with xr.open_dataset(data) as ds:
-        dx, dy = (float(np.diff(ds[d].values[:2])[0]) for d in ("x", "y"))
+    dx, dy = (float(np.diff(train.coords[d][:2])[0]) for d in ("x", "y"))
     ix, iy = train.fields.index("Vx"), train.fields.index("Vy")
-    std = train.denormalize(torch.ones(len(train.fields))) - train.denormalize(torch.zeros(len(train.fields)))
-    return ix, iy, (float(std[ix]) / dx, float(std[iy]) / dy)
+    return ix, iy, (float(train.std[ix]) / dx, float(train.std[iy]) / dy)

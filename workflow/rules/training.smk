@@ -11,7 +11,7 @@ import dataclasses
 import json
 
 from upt.config import plan, resolve_arm
-from upt.models.presets import PRESETS
+from upt.models.sizes import PRESETS
 
 SIZE_FIELDS = {f.name for f in dataclasses.fields(next(iter(PRESETS.values())))}
 
