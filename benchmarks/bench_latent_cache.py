@@ -26,6 +26,7 @@ from upt.data.solvers.burgers import generate_burgers1d
 from upt.data.stats import compute_stats
 from upt.training import stages
 from upt.training.checkpoint import model_from_spec
+from upt.training.loop import adamw
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def time_steps(stage, batches, steps: int) -> float:
     """Median seconds per optimizer step (forward, backward, AdamW) after two warm-up steps."""
-    optimizer = torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad])
+    optimizer = adamw([p for p in stage.parameters() if p.requires_grad])
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()

@@ -22,9 +22,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gpu_check import burgers_batch, matmul_peak, sync
-from upt.models.presets import PRESETS
+from upt.models.sizes import PRESETS
 from upt.training.checkpoint import model_from_spec
-from upt.training.loop import step_generator
+from upt.training.loop import adamw, step_generator
 from upt.training.stages import JointStage
 
 matplotlib.use("Agg")
@@ -37,7 +37,7 @@ def measure(preset: str, batch: dict, resolution: int, queries: int, device, ste
     model = model_from_spec({"preset": preset, "dim_space": 1, "fields": 1, "cond_dim": 1,
                              "grid_shape": [resolution], **overrides})
     stage = JointStage(model, {"next_step": 1.0}, pos, (resolution,), queries=queries).to(device)
-    optimizer = torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad])
+    optimizer = adamw([p for p in stage.parameters() if p.requires_grad])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def step(i):

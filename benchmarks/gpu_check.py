@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from upt.data.solvers.burgers import burgers_initial_condition, solve_burgers
 from upt.training.checkpoint import model_from_spec
-from upt.training.loop import step_generator
+from upt.training.loop import adamw, step_generator
 from upt.training.stages import JointStage
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     model = model_from_spec({"preset": args.preset, "dim_space": 1, "fields": 1, "cond_dim": 1,
                              "grid_shape": [args.resolution]})
     stage = JointStage(model, {"next_step": 1.0}, pos, (args.resolution,), queries=args.queries).to(device)
-    optimizer = torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad], lr=3e-4)
+    optimizer = adamw([p for p in stage.parameters() if p.requires_grad], lr=3e-4)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def step(i: int) -> float:

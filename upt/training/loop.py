@@ -64,6 +64,14 @@ def warmup_cosine(total_steps: int, warmup: float, min_lr: float) -> Callable[[i
     return factor
 
 
+def adamw(params: list[nn.Parameter], **kwargs) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel on CPU and CUDA: one pass over all parameters instead of a
+    Python loop of small ops per tensor, which a profile showed taking 15% of a small model's CPU
+    training step (the fused step itself is ~5x faster; see the README's speed-ups)."""
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """Randomness of one step, identical on every rank and after a resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -93,7 +101,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
     total = settings.epochs * steps_per_epoch
 
     params = [p for p in stage.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = adamw(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, settings.warmup, settings.min_lr))
     ema = (AveragedModel(stage, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True)
            if settings.ema else None)

@@ -69,20 +69,29 @@ def burgers_time_step(u: np.ndarray, dx: float, nu: float) -> np.ndarray:
 def _mc_slope(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
     """Monotonized-central limited slope (times dx) from the backward and forward differences."""
     centred = 0.5 * (back + fwd)
-    bound = 2.0 * np.minimum(np.abs(back), np.abs(fwd))
-    return np.where(back * fwd > 0.0, np.sign(centred) * np.minimum(bound, np.abs(centred)), 0.0)
+    bound = np.minimum(np.abs(back), np.abs(fwd))
+    bound *= 2.0
+    limited = np.minimum(bound, np.abs(centred), out=bound)
+    limited *= np.sign(centred)
+    limited[back * fwd <= 0.0] = 0.0
+    return limited
 
 
 def _flux_divergence(u: np.ndarray, dx: float, nu: float) -> np.ndarray:
-    """(F_{i+1/2} - F_{i-1/2}) / dx for the periodic cells u [S, N]; face i+1/2 lies right of cell i."""
-    jump = np.roll(u, -1, axis=1) - u  # u_{i+1} - u_i across face i+1/2
-    slope = _mc_slope(np.roll(jump, 1, axis=1), jump)
-    left = u + 0.5 * slope  # cell i's value at its right face
-    right = np.roll(u - 0.5 * slope, -1, axis=1)  # cell i+1's value at its left face
+    """(F_{i+1/2} - F_{i-1/2}) / dx for the periodic cells u [S, N].
+
+    Two ghost cells each side stand in for the periodic neighbours, so every shifted view is a
+    slice: a profile showed ``np.roll`` copies taking a quarter of the solver's time.
+    """
+    padded = np.concatenate([u[:, -2:], u, u[:, :2]], axis=1)  # cells -2 .. N+1
+    jump = np.diff(padded, axis=1)  # jump[:, k]: across the face right of padded cell k
+    slope = _mc_slope(jump[:, :-1], jump[:, 1:])  # cells -1 .. N
+    left = padded[:, 1:-2] + 0.5 * slope[:, :-1]  # cells -1 .. N-1 at their right faces
+    right = padded[:, 2:-1] - 0.5 * slope[:, 1:]  # cells 0 .. N at their left faces
     speed = np.maximum(np.abs(left), np.abs(right))
-    flux = 0.25 * (left**2 + right**2) - 0.5 * speed * (right - left) - (nu / np.pi) * jump / dx
+    flux = 0.25 * (left**2 + right**2) - 0.5 * speed * (right - left) - (nu / np.pi) * jump[:, 1:-1] / dx
     # Each face flux enters two cells with opposite signs, so sum(u) changes only by round-off.
-    return (flux - np.roll(flux, 1, axis=1)) / dx
+    return np.diff(flux, axis=1) / dx
 
 
 def solve_burgers(u0: np.ndarray, nu: float, t_save: np.ndarray, dx: float | None = None) -> np.ndarray:
