@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: install test all_ablations paper_figures dry-run clean
+.PHONY: install test all_ablations paper_figures dry-run benchmarks clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,13 @@ all_ablations: install
 
 dry-run: install
 	PATH="$(abspath $(BIN)):$$PATH" snakemake -n all_ablations
+
+# Every benchmark, one after another (they time things: never two at once), then their figures into
+# docs/figures/benchmarks/, where the README shows them. CSVs and figures land in benchmarks/out/.
+BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag
+benchmarks: install
+	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
+	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/
 
 clean:
 	rm -rf results .snakemake

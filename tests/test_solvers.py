@@ -239,3 +239,13 @@ def test_diffreact_leaves_no_file_when_the_solver_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         generate_diffreact2d(tmp_path / "d.h5", samples=1, resolution=8)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_burgers_blocks_of_samples_give_the_same_trajectories(monkeypatch):
+    """The solver goes through samples in blocks (for speed); the block size must not change a value."""
+    u0 = burgers_initial_condition(np.random.default_rng(1), 5, centres(32))
+    t = np.array([0.0, 0.02, 0.05])
+    whole = solve_burgers(u0, 0.01, t)
+    monkeypatch.setattr(burgers, "CHUNK_VALUES", 64)  # two samples of 32 cells per block: 2 + 2 + 1
+    np.testing.assert_array_equal(solve_burgers(u0, 0.01, t), whole)
+    assert whole.shape == (5, 3, 32)
