@@ -249,3 +249,17 @@ def test_divergence_scales_are_field_std_over_grid_spacing(tmp_path):
     assert (train.fields[ix], train.fields[iy]) == ("Vx", "Vy")
     assert sx == pytest.approx(stats["Vx"]["std"] / (1 / 7), rel=1e-5)  # 8 points on [0, 1]
     assert sy == pytest.approx(stats["Vy"]["std"] / (1 / 5), rel=1e-5)
+
+
+def test_adamw_is_fused_for_real_weights_and_steps_complex_ones_too():
+    from upt.training.loop import adamw
+
+    real = [nn.Parameter(torch.randn(4, 3))]
+    assert adamw(real, lr=0.1).defaults["fused"] is True
+    spectral = [nn.Parameter(torch.randn(4, 3, dtype=torch.cfloat)), nn.Parameter(torch.randn(3))]
+    optimizer = adamw(spectral, lr=0.1)  # the FNO's spectral weights are complex: no fused kernel
+    assert not optimizer.defaults["fused"]
+    before = spectral[0].detach().clone()
+    spectral[0].abs().sum().backward()
+    optimizer.step()
+    assert not torch.equal(spectral[0].detach(), before)
