@@ -142,7 +142,7 @@ def test_multi_gpu_arm_trains_as_ddp_processes_under_torchrun(tmp_path):
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     target = "results/burgers1d/train/ddp/seed0/autoencoder/model.pt"
     dry = snakemake(tmp_path, target, tmp_path / "ddp.yaml", "-n", "-p").stdout
-    assert "torchrun --standalone --nproc-per-node=2 --no-python upt train autoencoder" in dry
+    assert "OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node=2 --no-python upt train autoencoder" in dry
     snakemake(tmp_path, target, tmp_path / "ddp.yaml")
     log = (tmp_path / "results" / "logs" / "burgers1d" / "train" / "ddp" / "seed0" / "autoencoder.log").read_text()
     assert "autoencoder: 2 processes on cpu" in log

@@ -50,11 +50,14 @@ def gpus(wildcards):
     return int(_run(wildcards).settings["stage"].get("gpus", 0))
 
 
-def launcher(wildcards):
+def launcher(wildcards, threads):
     """More than one GPU: one DDP process per GPU under torchrun (--standalone finds a free port, so
-    several multi-GPU jobs can share a node)."""
+    several multi-GPU jobs can share a node). Snakemake sets OMP_NUM_THREADS to the job's threads,
+    which torchrun would hand to every process; each gets its share instead."""
     n = gpus(wildcards)
-    return f"torchrun --standalone --nproc-per-node={n} --no-python" if n > 1 else ""
+    if n <= 1:
+        return ""
+    return f"OMP_NUM_THREADS={max(1, threads // n)} torchrun --standalone --nproc-per-node={n} --no-python"
 
 
 def train_inputs(wildcards):
