@@ -26,7 +26,7 @@ dry-run: install
 
 # Every benchmark, one after another (they time things: never two at once), then their figures into
 # docs/figures/benchmarks/, where the README shows them. CSVs and figures land in benchmarks/out/.
-BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag
+BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader
 benchmarks: install
 	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
 	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/

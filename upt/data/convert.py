@@ -21,6 +21,8 @@ from upt.data.pdebench import PDEBenchFile, open_pdebench
 from upt.data.splits import assign_splits
 from upt.errors import UptError
 
+CHUNK_BYTES = 2**20  # largest chunk of a field variable (see _write_header)
+
 
 def convert(src: str | Path, dst: str | Path, *, reduce_x: int = 1, reduce_t: int = 1,
             val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
@@ -69,9 +71,12 @@ def _write_header(nc: netCDF4.Dataset, source: PDEBenchFile, labels: np.ndarray,
         nc.createDimension(dim, values.size)
         nc.createVariable(dim, values.dtype, (dim,))[:] = values
     shape = [len(nc.dimensions[d]) for d in dims]
+    # A chunk holds one trajectory's frames up to CHUNK_BYTES: a training window (history + horizon
+    # frames) then reads one or two chunks instead of the whole trajectory (a 2D 128^2 x 101-frame
+    # trajectory is 6.6 MB per field), and whole-trajectory readers read a few chunks each.
+    frames = max(1, min(shape[0], CHUNK_BYTES // (4 * int(np.prod(shape[1:])))))
     for name in source.field_names:
-        # One trajectory per chunk: training and statistics read whole trajectories.
-        nc.createVariable(name, "f4", ("sample", *dims), chunksizes=(1, *shape))
+        nc.createVariable(name, "f4", ("sample", *dims), chunksizes=(1, frames, *shape[1:]))
     # PDE parameters (Nu, beta, ...) become attributes; names stay PDEBench's.
     nc.setncatts({f"pde_{key}": value for key, value in source.attrs.items()})
 

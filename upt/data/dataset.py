@@ -144,10 +144,16 @@ class FieldDataset(torch.utils.data.Dataset):
 
     def _read(self, positions: np.ndarray, t0: int, t1: int) -> torch.Tensor:
         """Normalized frames t0:t1 of the trajectories at file ``positions`` -> [S, T, N, C]."""
+        fields = []
         with h5py.File(self.path, "r") as f:  # positions ascend, as h5py's fancy indexing needs
-            values = np.stack([f[name][positions, t0:t1] for name in self.fields], axis=-1)
-        u = torch.from_numpy(values.astype(np.float32, copy=False))
-        return self.normalize(rearrange(u, "s t ... c -> s t (...) c"))
+            for c, name in enumerate(self.fields):
+                # Field by field, with scalar moments: normalizing the stacked [..., C] array
+                # broadcasts over an innermost axis of C values, which profiled 5x slower.
+                values = f[name][positions, t0:t1].astype(np.float32, copy=False)
+                values -= self._mean[c].item()
+                values /= self._std[c].item()
+                fields.append(values)
+        return rearrange(torch.from_numpy(np.stack(fields, axis=-1)), "s t ... c -> s t (...) c")
 
 
 def _positions(coords: list[np.ndarray], reduce_x: int) -> torch.Tensor:
