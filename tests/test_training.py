@@ -263,3 +263,20 @@ def test_adamw_is_fused_for_real_weights_and_steps_complex_ones_too():
     spectral[0].abs().sum().backward()
     optimizer.step()
     assert not torch.equal(spectral[0].detach(), before)
+
+
+def test_a_split_read_from_the_file_trains_exactly_as_a_preloaded_one(data, tmp_path, monkeypatch):
+    """training.preload_mb 0 reads every window from the file: the same numbers, only slower."""
+    from upt.data.dataset import FieldDataset
+
+    reads, original = [], FieldDataset._read
+    monkeypatch.setattr(FieldDataset, "_read", lambda self, *a: reads.append(1) or original(self, *a))
+    counts = {}
+    for name, extra in (("preloaded", {}), ("from-file", {"preload_mb": 0})):
+        reads.clear()
+        run_stage("autoencoder", settings({"reconstruction": 1.0}, queries=16, **extra), *data,
+                  tmp_path / name / "model.pt")
+        counts[name] = len(reads)
+    assert counts["preloaded"] <= 2 < 20 < counts["from-file"]  # one block per split, or one per window
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "preloaded" / "metrics.csv").drop(columns="seconds"),
+                                  pd.read_csv(tmp_path / "from-file" / "metrics.csv").drop(columns="seconds"))

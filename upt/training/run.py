@@ -58,8 +58,9 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
 
     if stage in FIELD_STAGES:
         history, params = int(settings.get("history", 1)), tuple(settings.get("params", ()))
-        train, val = (FieldDataset(data, stats, split, history=history, horizon=horizon, params=params)
-                      for split in ("train", "val"))
+        preload_mb = int(cfg.get("preload_mb", 2048))
+        train, val = (FieldDataset(data, stats, split, history=history, horizon=horizon, params=params,
+                                   preload_mb=preload_mb) for split in ("train", "val"))
         dims = {"dim_space": len(train.grid_shape), "fields": len(train.fields), "history": history,
                 "cond_dim": train.cond_dim}
         if stage == "fno":
