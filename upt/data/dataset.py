@@ -68,7 +68,7 @@ class FieldDataset(torch.utils.data.Dataset):
             self.times = ds["time"].values
             self.coords = {d: ds[d].values for d in dims}
             self.attrs = dict(ds.attrs)  # provenance and PDE parameters (pde_<name>)
-            self.pos = _positions([ds[d].values for d in dims], int(ds.attrs.get("reduce_x", 1)))
+            self.pos = _positions(list(self.coords.values()), int(self.attrs.get("reduce_x", 1)))
             self._params = np.array([_param(self.path, ds.attrs, p) for p in params], np.float32)
         self.n_samples, self.n_times = self._index.size, self.times.size
         self.cond_dim = 1 + len(params)

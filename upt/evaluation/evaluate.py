@@ -38,10 +38,10 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
 
     results, predictions, rows = {}, {}, [{"mode": "all", "metric": "params", "value": count_parameters(model)}]
     modes = getattr(model, "rollout_modes", MODES)  # the FNO baseline has no latent space
+    u, c = u0[:batch_size], cond[:batch_size]
     with torch.no_grad():  # one step per mode first: the first calls' one-off costs (allocator
         for mode in modes:  # growth, kernel selection) would otherwise be charged to the first mode timed
-            model.rollout(u0[:batch_size], pos.expand(len(u0[:batch_size]), -1, -1), cond[:batch_size], 1,
-                          grid_shape=grid, mode=mode)
+            model.rollout(u, pos.expand(len(u), -1, -1), c, 1, grid_shape=grid, mode=mode)
     for mode in modes:
         predicted, seconds, peak = timed(lambda: rollout(mode))
         results[mode], predictions[mode] = score(test, predicted), predicted

@@ -11,9 +11,9 @@ import dataclasses
 import json
 
 from upt.config import plan, resolve_arm
-from upt.models.sizes import PRESETS
+from upt.models.sizes import PRESETS, ModelSize
 
-SIZE_FIELDS = {f.name for f in dataclasses.fields(next(iter(PRESETS.values())))}
+SIZE_FIELDS = {f.name for f in dataclasses.fields(ModelSize)}
 
 PLANS = {dataset: plan(config, dataset) for dataset in DATASETS}
 RUNS = {(dataset, run.owner, run.stage): run
