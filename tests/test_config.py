@@ -90,3 +90,49 @@ def test_the_workflow_imports_no_torch_while_building_its_dag():
     code = "; ".join(f"import {m}" for m in modules) + "; import sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", modules
+
+
+def generated(resolution=128, reduce_x=1, pde="burgers1d"):
+    return {"source": {"generate": {"pde": pde, "samples": 4, "resolution": resolution}},
+            "convert": {"reduce_x": reduce_x}}
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"preset": "upt-cpu-s", "tokens": 48}, "tokens=48 exceed the 32 patches"),
+    ({"preset": "upt-cpu-s", "tokens": 12, "patch_size": 4}, "tokens=12 do not tile"),
+    ({"preset": "upt-cpu-s", "patch_size": 3}, "patch_size=3 does not divide"),
+    ({"preset": "upt-cpu-s", "pos_freqs": 8}, "pos_freqs=8 exceeds the 7 octaves"),
+    ({"preset": "upt-cpu-s", "tokens": 256, "patch_size": None}, "no patch size cuts the grid"),
+])
+def test_a_model_that_cannot_fit_the_grid_fails_at_parse_time_naming_arm_and_key(model, message):
+    from upt.config import check_config
+
+    cfg = config(ref={}, bad={"model": model})
+    cfg["datasets"] = {"burgers": generated(resolution=256, reduce_x=2)}  # a 128-point grid
+    with pytest.raises(ValueError, match=rf"arms\.bad\.model on dataset burgers: .*{message}"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("where, message", [
+    (lambda c: c.update(reference_arm="nope"), "reference_arm: unknown arm 'nope'"),
+    (lambda c: c.update(claims=[{"arm": "ref", "control": "nope"}]), r"claims\[0\]\.control: unknown arm"),
+    (lambda c: c["datasets"]["burgers"].update(arms=["ref", "nope"]), r"datasets\.burgers\.arms: unknown arm"),
+    (lambda c: c["arms"].update(fno={"model": {"family": "fno", "match_params_of": "nope"}}),
+     r"arms\.fno\.model\.match_params_of: unknown arm"),
+])
+def test_an_unknown_arm_anywhere_fails_naming_the_key(where, message):
+    from upt.config import check_config
+
+    cfg = config(ref={})
+    cfg["datasets"] = {"burgers": generated()}
+    check_config(cfg)  # the valid config passes
+    where(cfg)
+    with pytest.raises(ValueError, match=message):
+        check_config(cfg)
+
+
+def test_the_default_and_pdebench_configs_pass_the_parse_time_checks():
+    from upt.config import check_config
+
+    for name in ("config.yaml", "pdebench.yaml"):
+        check_config(yaml.safe_load((REPO / "config" / name).read_text()))

@@ -38,12 +38,13 @@ def tiny(dim_space, encoder="grid", approximator=None, fields=1, history=1, **ov
     )
 
 
-@pytest.mark.parametrize("dim_space, shapes", [(1, [(32,), (64,)]), (2, [(8, 8), (16, 12)])])
-def test_grid_encoder_accepts_any_divisible_resolution(dim_space, shapes):
-    enc = GridEncoder(dim_space, in_channels=3, dim=16, tokens=8, heads=2, depth=1, patch_size=4)
-    for shape in shapes:
+@pytest.mark.parametrize("dim_space, shapes, tokens", [(1, [(32,), (64,)], 8), (2, [(8, 8), (16, 16)], 4),
+                                                       (2, [(16, 12), (32, 24)], 12)])
+def test_grid_encoder_accepts_any_divisible_resolution(dim_space, shapes, tokens):
+    enc = GridEncoder(dim_space, in_channels=3, dim=16, tokens=tokens, heads=2, depth=1, patch_size=4)
+    for shape in shapes:  # the patch tokens themselves, or local means of them on a finer grid
         pos = grid_pos(*shape).expand(2, -1, -1)
-        assert enc(torch.randn(2, pos.shape[1], 3), pos, shape).shape == (2, 8, 16)
+        assert enc(torch.randn(2, pos.shape[1], 3), pos, shape).shape == (2, tokens, 16)
     with pytest.raises(ValueError, match="divisible"):
         enc(torch.randn(2, 30, 3), torch.rand(2, 30, dim_space), (30,) * dim_space)
 
@@ -238,8 +239,8 @@ def test_denoiser_shape_and_inputs():
 def test_presets_build_with_overrides():
     table = parameter_table()
     assert all(name in table for name in PRESETS)
-    model = tiny(1, tokens=16, dim=8, drop_path=0.2, log_clamp=5.0, approximator="ushaped")
-    assert model.encoder.pool.queries.shape == (16, 8)
+    model = tiny(1, tokens=16, dim=8, drop_path=0.2, log_clamp=5.0, approximator="ushaped", patch_size=2)
+    assert model.encode(torch.randn(1, 32, 1), grid_pos(32), (32,)).shape == (1, 16, 8)
     assert isinstance(model.approximator, UShapedTransformer)
     assert model.approximator.up[-1][-1].drop_path.p == pytest.approx(0.2)
     assert model.decoder.log_clamp == 5.0
@@ -261,3 +262,44 @@ def test_upt17m_forward_backward_on_cpu():
     assert out.shape == (2, 256, 1)
     out.square().mean().backward()
     assert model.decoder.heads[0][-1].weight.grad.any()
+
+
+@pytest.mark.parametrize("dim_space, grid, factor", [(1, (32,), 2), (1, (32,), 4), (2, (16, 16), 2)])
+def test_grid_encoder_latent_is_the_patch_tokens_or_their_local_means(dim_space, grid, factor):
+    """tokens = patches: the patch tokens themselves (no pooling); fewer tokens: each token is the
+    mean of its f (1D) or f x f (2D) block of neighbouring patch tokens, the same weights."""
+    coarse = [n // 4 for n in grid]
+    patches = int(torch.tensor(coarse).prod())
+    enc = GridEncoder(dim_space, in_channels=2, dim=8, tokens=patches, heads=2, depth=1, patch_size=4).eval()
+    pos = grid_pos(*grid).expand(3, -1, -1)
+    u = torch.randn(3, pos.shape[1], 2)
+    full = enc(u, pos, grid)
+    assert full.shape == (3, patches, 8) and not hasattr(enc, "pool")
+    enc.tokens = patches // factor**dim_space
+    pooled = enc(u, pos, grid)
+    if dim_space == 1:
+        expected = full.reshape(3, coarse[0] // factor, factor, 8).mean(2)
+    else:
+        blocks = full.reshape(3, coarse[0] // factor, factor, coarse[1] // factor, factor, 8)
+        expected = blocks.mean((2, 4)).reshape(3, -1, 8)
+    torch.testing.assert_close(pooled, expected)
+    enc.tokens = 3
+    with pytest.raises(ValueError, match="do not tile"):
+        enc(u, pos, grid)
+
+
+def test_position_features_are_band_limited_to_the_training_grid():
+    from upt.models.sizes import band_limit
+
+    assert [band_limit(n) for n in (8, 32, 100, 128)] == [3, 5, 6, 7]
+    model = build_model("upt-cpu-s", dim_space=1, fields=1, grid_shape=(128,))
+    enc_freqs = model.encoder.pos_embed[0].freqs
+    dec_freqs = model.decoder.query_embed[0].freqs
+    # finest feature at or below half the Nyquist frequency of the patch grid (32) and point grid (128)
+    assert enc_freqs.max() == pytest.approx(torch.pi * 16) and dec_freqs.max() == pytest.approx(torch.pi * 64)
+    # so on the training points no feature is constant or a pure +-1 alternation
+    x = (torch.arange(128) + 0.5) / 128
+    angles = x[:, None] * dec_freqs
+    for values in (angles.sin(), angles.cos()):
+        assert (values.std(0) > 0.1).all()
+        assert not torch.allclose(values[1:] * values[:-1], -values[:-1] ** 2)

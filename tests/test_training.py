@@ -89,7 +89,9 @@ def test_cache_built_by_another_encoder_is_refused(data, autoencoder, tmp_path):
     assert not (tmp_path / "op").exists()
 
 
-def test_diffusion_and_distillation_stages(data, autoencoder, tmp_path):
+@pytest.mark.parametrize("student, term, steps, prediction", [("distill", "distillation", 1, "v"),
+                                                              ("consistency", "consistency", 2, "consistency")])
+def test_diffusion_and_distillation_stages(data, autoencoder, tmp_path, student, term, steps, prediction):
     build_cache(autoencoder, *data, tmp_path / "cache.pt")
     common = dict(init=autoencoder, cache=tmp_path / "cache.pt")
     run_stage("operator", settings({"next_step": 1.0}, epochs=1), *data, tmp_path / "op" / "model.pt", **common)
@@ -97,11 +99,12 @@ def test_diffusion_and_distillation_stages(data, autoencoder, tmp_path):
     run_stage("diffusion", settings({"denoising": 1.0}, corrector={"sample_steps": 4}), *data,
               tmp_path / "diff" / "model.pt", **common)
     common["init"] = tmp_path / "diff" / "model.pt"
-    run_stage("distill", settings({"distillation": 1.0}, epochs=1, student_steps=1), *data,
+    run_stage(student, settings({term: 1.0}, epochs=1, student_steps=steps), *data,
               tmp_path / "dist" / "model.pt", **common)
     op, _, _ = load_checkpoint(tmp_path / "op" / "model.pt")
     model, corrector, payload = load_checkpoint(tmp_path / "dist" / "model.pt")
-    assert corrector is not None and corrector.sample_steps == 1
+    assert corrector is not None and corrector.nfe == corrector.sample_steps == steps
+    assert payload["stage"] == student and corrector.prediction == prediction
     assert same(weights(model), weights(op))  # the surrogate stays frozen in both stages
     assert payload["corrector_spec"]["data_scale"] > 0
 

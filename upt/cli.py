@@ -39,7 +39,7 @@ def _download(args: argparse.Namespace) -> None:
 def _convert(args: argparse.Namespace) -> None:
     from upt.data.convert import convert
 
-    convert(args.src, args.dst, reduce_x=args.reduce_x, reduce_t=args.reduce_t,
+    convert(args.src, args.dst, reduce_x=args.reduce_x, reduce_t=args.reduce_t, frames=args.frames,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
             md5=args.md5)
 
@@ -79,7 +79,7 @@ def _cache(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from upt.evaluation.evaluate import evaluate_baseline, evaluate_model
 
-    common = dict(dataset=args.dataset, seed=args.seed)
+    common = dict(dataset=args.dataset, seed=args.seed, horizons=tuple(args.horizons))
     if (args.checkpoint is None) == (args.baseline is None):
         raise UptError("give exactly one of --checkpoint (a trained arm) and --baseline")
     if args.checkpoint is not None:
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", type=Path)
     p.add_argument("--reduce-x", type=int, default=1, help="keep every K-th spatial point ([::K])")
     p.add_argument("--reduce-t", type=int, default=1, help="keep every K-th frame ([::K])")
+    p.add_argument("--frames", type=int, default=None,
+                   help="keep only the first N frames after --reduce-t (default: all)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=0)
@@ -141,13 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_stats)
 
     p = sub.add_parser("train", help="train one stage of one ablation arm (runs under torchrun too)")
-    p.add_argument("stage", choices=["autoencoder", "operator", "joint", "diffusion", "distill", "fno"])
+    p.add_argument("stage", choices=["autoencoder", "operator", "joint", "diffusion", "distill", "consistency",
+                                     "fno"])
     p.add_argument("--data", type=Path, required=True, help="converted netCDF file")
     p.add_argument("--stats", type=Path, required=True, help="normalization statistics JSON")
     p.add_argument("--settings", type=_settings, required=True, help="the arm's settings: JSON or a file")
     p.add_argument("--out", type=Path, required=True, help="result checkpoint (state and metrics beside it)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous stage")
-    p.add_argument("--cache", type=Path, default=None, help="latent cache (operator, diffusion, distill)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="latent cache (operator, diffusion, distill, consistency)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("cache", help="encode every trajectory with a trained, frozen encoder")
@@ -167,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=None, help="the arm's final checkpoint")
     p.add_argument("--fine-data", type=Path, default=None, help="the same test data on a finer grid")
-    p.add_argument("--baseline", choices=["persistence", "coarse-solver"], default=None)
+    p.add_argument("--baseline", choices=["persistence", "mean", "coarse-solver"], default=None)
     p.add_argument("--solver", choices=["burgers1d", "diffreact2d"], default=None)
     p.add_argument("--coarsen", type=int, default=4, help="coarse-solver grid: this many times coarser")
     p.add_argument("--history", type=int, default=1, help="given frames for a baseline")
+    p.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 10],
+                   help="steps after the given frames at which nRMSE and correlation are reported")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("aggregate", help="one dataset's evaluations -> summary tables and curves")

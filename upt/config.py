@@ -13,6 +13,7 @@ outputs, and nothing is trained twice.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -20,7 +21,10 @@ from dataclasses import dataclass
 APPROXIMATOR_ONLY = ("depth", "approx_hidden", "approximator", "levels", "drop_path")
 # Stages that train the encoder; a latent stage reads the cache of the latest of them.
 ENCODER_STAGES = ("autoencoder", "joint")
-LATENT_STAGES = ("operator", "diffusion", "distill")
+# Stages that distill the diffusion stage's corrector (the teacher) into a few-step student.
+STUDENT_STAGES = ("distill", "consistency")
+LATENT_STAGES = ("operator", "diffusion") + STUDENT_STAGES
+DEFAULT_SAMPLE_STEPS = 16  # the teacher's sampling steps when corrector.sample_steps is not set
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -79,6 +83,8 @@ def plan(config: dict, dataset: str) -> dict[str, list[StageRun]]:
         chain, signature, previous, encoder = [], [], None, None
         for stage in arm["pipeline"]:
             settings = stage_settings(arm, stage, seed=0)
+            if stage in STUDENT_STAGES:
+                _check_student_steps(arm_name, arm, stage, settings["stage"])
             del settings["seed"]
             seen = dict(settings)
             if stage == "autoencoder":
@@ -96,3 +102,64 @@ def plan(config: dict, dataset: str) -> dict[str, list[StageRun]]:
             chain.append(previous)
         chains[arm_name] = chain
     return chains
+
+
+def _check_student_steps(arm_name: str, arm: dict, stage: str, settings: dict) -> None:
+    """A student stage's ``student_steps`` is a whole number in [1, the teacher's sample_steps]:
+    checked here so that a bad value fails before any training, not after the teacher's."""
+    steps = settings.get("student_steps", 1)
+    diffusion = deep_merge(arm["training"], arm["stages"].get("diffusion", {}))
+    teacher = diffusion.get("corrector", {}).get("sample_steps", DEFAULT_SAMPLE_STEPS)
+    key = f"arm {arm_name}: stages.{stage}.student_steps"
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{key} must be a whole number >= 1, got {steps!r}")
+    if steps > teacher:
+        raise ValueError(f"{key} = {steps} is more than the teacher's {teacher} steps "
+                         f"(stages.diffusion.corrector.sample_steps)")
+
+
+def grid_of(dataset: dict) -> tuple[int, ...] | None:
+    """The training grid of a generated dataset, known before any data exist (None if downloaded)."""
+    generate = dataset["source"].get("generate")
+    if generate is None:
+        return None
+    reduce_x = int(dataset.get("convert", {}).get("reduce_x", 1))
+    dims = 1 if generate["pde"] == "burgers1d" else 2
+    return (int(generate["resolution"]) // reduce_x,) * dims
+
+
+def check_config(config: dict) -> None:
+    """What the JSON schema cannot see, checked when the workflow is parsed: every arm named
+    anywhere exists, and every arm's model fits the grid of each generated dataset it runs on.
+    Raises ValueError naming the offending key."""
+    from upt.models.sizes import PRESETS, size_errors
+
+    arms = set(config["arms"])
+
+    def known(name: str, key: str) -> None:
+        if name not in arms:
+            raise ValueError(f"{key}: unknown arm {name!r}; the config defines {', '.join(config['arms'])}")
+
+    if "reference_arm" in config:
+        known(config["reference_arm"], "reference_arm")
+    for i, claim in enumerate(config.get("claims", [])):
+        known(claim["arm"], f"claims[{i}].arm")
+        known(claim["control"], f"claims[{i}].control")
+    for name in arms:
+        model = config["arms"][name].get("model", {})
+        if "match_params_of" in model:
+            known(model["match_params_of"], f"arms.{name}.model.match_params_of")
+    for dataset_name, dataset in config["datasets"].items():
+        for arm in dataset.get("arms") or []:
+            known(arm, f"datasets.{dataset_name}.arms")
+        grid = grid_of(dataset)
+        if grid is None:
+            continue
+        for arm_name in arms_of(config, dataset_name):
+            model = resolve_arm(config, arm_name)["model"]
+            if model.get("family", "upt") != "upt":
+                continue
+            fields = {k: v for k, v in model.items() if k in PRESETS[model["preset"]].__dataclass_fields__}
+            size = dataclasses.replace(PRESETS[model["preset"]], **fields)
+            for error in size_errors(size, grid, model.get("encoder", "grid")):
+                raise ValueError(f"arms.{arm_name}.model on dataset {dataset_name}: {error}")

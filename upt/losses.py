@@ -122,6 +122,17 @@ def latent_norm_penalty(z: Tensor) -> Tensor:
     return (z ** 2).mean()
 
 
+def latent_drift(pred: Tensor, target: Tensor) -> Tensor:
+    """mean over tokens (and steps) of (||pred_t|| / ||target_t|| - 1)^2: how far the norms of
+    rolled-out latent tokens drift from those of the true latents, independent of the latents' scale.
+
+    The scale-free form of a latent-norm penalty: the decoder layer-normalizes the tokens it reads,
+    so a penalty on ||z|| itself is met by shrinking the scale with nothing else changing; the norm
+    of a predicted token relative to the true one is what a rollout can get wrong."""
+    ratio = pred.norm(dim=-1) / target.norm(dim=-1).clamp_min(1e-6)
+    return ((ratio - 1) ** 2).mean()
+
+
 def divergence(velocity: Tensor, spacing: tuple[float, float], periodic: bool = False) -> Tensor:
     """div v = du/dx + dv/dy of a 2D velocity ``[B, X, Y, 2]`` by central differences -> ``[B, X, Y]``.
 

@@ -5,12 +5,14 @@ The manifest (JSON, written by the workflow) names what to collect::
     {"dataset": str, "reference": arm,
      "arms": {arm: {"tokens": int|null, "dim": int|null, "approximator": str|null, "kind": "upt"|"baseline"}},
      "evals": {arm: {seed: eval_dir}},
-     "runs": {arm: {seed: [{"stage": str, "dir": run_dir, "benchmark": tsv_or_null}]}}}
+     "runs": {arm: {seed: [{"stage": str, "dir": run_dir, "benchmark": tsv_or_null}]}},
+     "claims": [{"claim", "arm", "control", "metric", "mode", "expected", "predicted": [low, high]}]}
 
 Outputs in ``out_dir`` (formats in the README): summary.csv (one row per arm x seed x mode x
 metric), summary_stats.csv (mean and 95% t-interval over seeds, and the paired difference to the
-reference arm), curves.nc (per-time metrics over arm x seed x mode x time), training.csv (every
-epoch of every stage run) and arms.json.
+reference arm), claims.csv (the seed's claims judged, :mod:`upt.evaluation.claims`), curves.nc
+(per-time metrics over arm x seed x mode x time), training.csv (every epoch of every stage run) and
+arms.json.
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ def aggregate(manifest: dict, out_dir: str | Path) -> None:
                             ignore_index=True)
     summary = summary.sort_values(["arm", "seed", "mode", "metric"], kind="stable").reset_index(drop=True)
     stats = summarize(summary, manifest["reference"])
+    from upt.evaluation.claims import Claim, judge  # claims builds on this module's interval()
+
+    claims = judge(summary, [Claim.from_config(c) for c in manifest.get("claims", [])])
     curves = xr.merge(
         [xr.open_dataset(Path(d) / "metrics.nc").load().expand_dims(arm=[arm], seed=[int(seed)])
          for arm, seeds in manifest["evals"].items() for seed, d in seeds.items()],
         compat="no_conflicts", join="outer", combine_attrs="drop")
     curves.attrs.update(dataset=manifest["dataset"], reference_arm=manifest["reference"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in (("summary.csv", summary), ("summary_stats.csv", stats), ("training.csv", training)):
+    for name, table in (("summary.csv", summary), ("summary_stats.csv", stats), ("training.csv", training),
+                        ("claims.csv", claims)):
         with atomic_output(out_dir / name) as tmp:
             table.to_csv(tmp, index=False)
     with atomic_output(out_dir / "curves.nc") as tmp:

@@ -1,4 +1,5 @@
-"""Baselines that need no training: persistence and the numerical solver on a coarser grid.
+"""Baselines that need no training: persistence, the spatial mean and the numerical solver on a
+coarser grid.
 
 Both predict from the last given frame, in physical units, and are scored by the same code as the
 surrogates. The solver baselines know the PDE from the dataset (``solver``): ``burgers1d`` reads
@@ -23,6 +24,17 @@ def persistence(test: TestSet) -> torch.Tensor:
     """Copy the last given frame over the whole horizon: [S, steps, N, C] (normalized)."""
     last = test.frames[:, test.data.history - 1: test.data.history]
     return last.expand(-1, test.steps, -1, -1).clone()
+
+
+def spatial_mean(test: TestSet) -> torch.Tensor:
+    """The spatial mean of the last given frame, per field, everywhere and forever: [S, steps, N, C].
+
+    Exact for a conserved mean (Burgers on a periodic domain, incompressible velocity), and what
+    a surrogate that blurs a decaying field to its mean converges to: a surrogate that does not
+    beat it at a horizon has learned nothing about the dynamics there. The mean is taken in
+    physical units (normalization is affine per field, so it commutes with the spatial mean)."""
+    last = test.frames[:, test.data.history - 1: test.data.history]
+    return last.mean(dim=2, keepdim=True).expand(-1, test.steps, last.shape[2], -1).clone()
 
 
 def solve(test: TestSet, solver: str, nu: float | None, coarsen: int = 1) -> torch.Tensor:

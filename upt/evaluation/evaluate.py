@@ -9,18 +9,20 @@ import torch
 from upt.data.dataset import history_windows
 from upt.errors import UptError
 from upt.evaluation import baselines
-from upt.evaluation.rollout import TestSet, score, timed, write_results
+from upt.evaluation.rollout import (HORIZONS, TestSet, latent_drift, reconstruction, score, timed,
+                                    write_results)
 from upt.models.presets import count_parameters
 from upt.training.checkpoint import load_checkpoint
 
 MODES = ("latent", "physical")
-BASELINES = ("persistence", "coarse-solver")
+BASELINES = ("persistence", "mean", "coarse-solver")
 
 
 def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, out_dir: str | Path, *,
                    dataset: str, arm: str, seed: int, fine_data: str | Path | None = None,
-                   batch_size: int = 32) -> None:
-    """Latent and physical rollouts, the one-step error, and zero-shot super-resolution if possible."""
+                   batch_size: int = 32, horizons=HORIZONS) -> None:
+    """Latent and physical rollouts, the one-step error, the autoencoder's reconstruction floor, and
+    zero-shot super-resolution if possible."""
     model, corrector, payload = load_checkpoint(checkpoint)
     model.eval()
     params = payload["info"].get("settings", {}).get("params", ())
@@ -44,19 +46,23 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
             model.rollout(u, pos.expand(len(u), -1, -1), c, 1, grid_shape=grid, mode=mode)
     for mode in modes:
         predicted, seconds, peak = timed(lambda: rollout(mode))
-        results[mode], predictions[mode] = score(test, predicted), predicted
+        results[mode], predictions[mode] = score(test, predicted, horizons=horizons), predicted
         rows += [{"mode": mode, "metric": "rollout_seconds", "value": seconds},
                  {"mode": mode, "metric": "peak_mem_mb", "value": peak}]
         if "latent" in modes:  # the cost of reaching the horizon when only its final state is wanted
             _, final_seconds, _ = timed(lambda: rollout(mode, last_only=True))
             rows.append({"mode": mode, "metric": "final_frame_seconds", "value": final_seconds})
-    results["one-step"] = score(test, one_step(model, test, correct, batch_size))
+    results["one-step"] = score(test, one_step(model, test, correct, batch_size), horizons=horizons)
+    if "latent" in modes:
+        results["reconstruction"] = score(test, reconstruction(test, model), horizons=horizons)
+        rows += [{"mode": "latent", "metric": k, "value": v} for k, v in latent_drift(test, model, correct).items()]
     if fine_data is not None and "latent" in modes:
         fine = TestSet.load(fine_data, stats, model.history, params)
         if list(fine.data.sample_ids) != list(test.data.sample_ids) or fine.data.n_times != test.data.n_times:
             raise UptError(f"{fine_data}: its test trajectories are not those of {data}")
         with torch.no_grad():
-            results["latent-superres"] = score(test, rollout("latent", fine.data.pos), truth=fine)
+            results["latent-superres"] = score(test, rollout("latent", fine.data.pos), truth=fine,
+                                               horizons=horizons)
     write_results(Path(out_dir), dataset, arm, seed, results, test, predictions, rows)
 
 
@@ -77,8 +83,9 @@ def one_step(model, test: TestSet, correct, batch_size: int) -> torch.Tensor:
 
 def evaluate_baseline(kind: str, data: str | Path, stats: str | Path, out_dir: str | Path, *,
                       dataset: str, seed: int, history: int = 1, solver: str | None = None,
-                      coarsen: int = 4) -> None:
-    """Persistence, or the numerical solver on a ``coarsen`` times coarser grid (mode ``physical``).
+                      coarsen: int = 4, horizons=HORIZONS) -> None:
+    """Persistence, the spatial mean, or the numerical solver on a ``coarsen`` times coarser grid
+    (mode ``physical``).
 
     The coarse-solver run also times the solver at the data's own resolution on the same test
     trajectories (arm ``solver``, mode ``reference``): the cost a surrogate must undercut.
@@ -87,8 +94,9 @@ def evaluate_baseline(kind: str, data: str | Path, stats: str | Path, out_dir: s
         raise UptError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
     test = TestSet.load(data, stats, history)
     rows = []
-    if kind == "persistence":
-        predicted, seconds, peak = timed(lambda: baselines.persistence(test))
+    if kind in ("persistence", "mean"):
+        predict = baselines.persistence if kind == "persistence" else baselines.spatial_mean
+        predicted, seconds, peak = timed(lambda: predict(test))
     else:
         if solver is None:
             raise UptError(f"the coarse-solver baseline needs the dataset's solver ({', '.join(baselines.SOLVERS)})")
@@ -100,5 +108,5 @@ def evaluate_baseline(kind: str, data: str | Path, stats: str | Path, out_dir: s
     rows += [{"mode": "physical", "metric": "rollout_seconds", "value": seconds},
              {"mode": "physical", "metric": "peak_mem_mb", "value": peak},
              {"mode": "all", "metric": "params", "value": 0}]
-    results = {"physical": score(test, predicted)}
+    results = {"physical": score(test, predicted, horizons=horizons)}
     write_results(Path(out_dir), dataset, kind, seed, results, test, {"physical": predicted}, rows)

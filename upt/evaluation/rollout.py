@@ -28,6 +28,7 @@ import xarray as xr
 from upt import metrics
 from upt.atomic import atomic_output
 from upt.data.dataset import FieldDataset, history_windows
+from upt.errors import UptError
 
 THRESHOLDS = (0.8, 0.9, 0.95)
 
@@ -83,18 +84,62 @@ def timed(predict: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, flo
     return out.cpu(), seconds, peak
 
 
-def score(test: TestSet, predicted: torch.Tensor, truth: TestSet | None = None) -> tuple[xr.Dataset, dict]:
-    """Per-time metrics (excluding the given frames) and the time-averaged summary values."""
+HORIZONS = (1, 5, 10)
+
+
+def score(test: TestSet, predicted: torch.Tensor, truth: TestSet | None = None,
+          horizons=HORIZONS) -> tuple[xr.Dataset, dict]:
+    """Per-time metrics (excluding the given frames) and the summary values: time averages,
+    correlation times, and nRMSE and correlation ``k`` steps after the given frames for each k of
+    ``horizons`` (a time average alone rewards collapsing to the mean once the field has decayed)."""
     truth = truth or test
     pred = truth.physical(truth.with_given_frames(predicted))
     target = truth.physical(truth.frames)
     history = truth.data.history
     curves = metrics.compute(pred, target, initial_step=history)
     summary = {name: float(curves[name].mean()) for name in curves.data_vars}
-    for threshold in THRESHOLDS:
-        summary[f"corr_time_{threshold}"] = metrics.correlation_time(
-            pred, target, truth.data.times, threshold=threshold, initial_step=history)
+    for k in horizons:
+        if k > len(curves["time"]):
+            raise UptError(f"horizon {k} exceeds the {len(curves['time'])} predicted steps of the test data")
+        summary[f"nrmse_step{k}"] = float(curves["nrmse"][k - 1])
+        summary[f"corr_step{k}"] = float(curves["correlation"][k - 1])
+    times = metrics.correlation_times(pred, target, truth.data.times, THRESHOLDS, initial_step=history)
+    summary.update({f"corr_time_{threshold}": value for threshold, value in times.items()})
     return curves.assign_coords(time=truth.data.times[curves["time"].values]), summary
+
+
+def reconstruction(test: TestSet, model, batch_size: int = 64) -> torch.Tensor:
+    """D(E(u)) of every frame after the given ones, [S, steps, N, C], each encoded from its own
+    history window on the test grid: the autoencoder's floor, which no rollout of this model beats."""
+    windows = history_windows(test.frames, test.data.history)[:, 1:]  # windows ending at frames h..T-1
+    flat, pos, grid = windows.flatten(0, 1), test.data.pos, test.data.grid_shape
+    with torch.no_grad():
+        out = torch.cat([model.decode(model.encode(u, pos.expand(len(u), -1, -1), grid), pos.expand(len(u), -1, -1))
+                         for u in flat.split(batch_size)])
+    return out.unflatten(0, windows.shape[:2])
+
+
+def latent_drift(test: TestSet, model, correct=None, batch_size: int = 64) -> dict:
+    """How far the token norms of a latent rollout drift from those of the true latents:
+    ``latent_drift`` (mean over steps) and ``latent_drift_final`` (last step) of the mean over
+    samples and tokens of | ||z_hat|| / ||E(u_true)|| - 1 |. Scale-free, so arms whose encoders
+    chose different latent scales compare."""
+    h, pos, grid = test.data.history, test.data.pos, test.data.grid_shape
+    windows = history_windows(test.frames, h)  # window j ends at frame j + h - 1
+    cond = test.cond()
+    ratios = []
+    with torch.no_grad():
+        for w, c in zip(windows.split(batch_size), cond.split(batch_size)):
+            p = pos.expand(len(w), -1, -1)
+            true = torch.stack([model.encode(w[:, j], p, grid) for j in range(w.shape[1])], dim=1)
+            z, steps = true[:, 0], []
+            for s in range(test.steps):
+                z = model.step(z, c[:, s])
+                z = correct(z) if correct is not None else z
+                steps.append(z.norm(dim=-1) / true[:, s + 1].norm(dim=-1).clamp_min(1e-6))
+            ratios.append(torch.stack(steps, dim=1))  # [B, steps, tokens]
+    deviation = (torch.cat(ratios) - 1).abs().mean(dim=(0, 2))  # per step
+    return {"latent_drift": float(deviation.mean()), "latent_drift_final": float(deviation[-1])}
 
 
 def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dict, test: TestSet,

@@ -1,13 +1,21 @@
 """Encoders E: a field on points -> latent tokens z [B, tokens, dim].
 
 Both follow UPT's funnel: cheap local aggregation (patches of a grid, or supernodes of a point
-cloud) -> a transformer over those units -> perceiver pooling to a fixed number of tokens. Only
-Fourier features of positions are used, never a position table, so any resolution is accepted.
+cloud) -> a transformer over those units -> a fixed number of tokens. Only Fourier features of
+positions are used, never a position table, so any resolution is accepted.
+
+How the units become tokens differs, and the difference was measured (benchmarks/bench_learning.py):
+a grid's patches already are a compact, local, ordered set, so the grid encoder keeps them as the
+latent (or averages neighbouring ones when fewer tokens are asked for). Perceiver pooling of 32
+patches into 32 tokens compressed nothing and made every token a soft average of all patches:
+reconstruction stalled at 10x the error of the patch tokens. The point-cloud encoder's supernodes
+are a random sample of a variable number of points, so a perceiver pools them to a fixed count.
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -33,7 +41,11 @@ class GridEncoder(nn.Module):
 
     Any grid whose sides are divisible by `patch_size` is accepted: patches are flattened
     (pixel-unshuffle), embedded, mixed by a residual conv stem, told where they are by Fourier
-    features of their centres, passed through `depth` transformer blocks and pooled.
+    features of their centres and passed through `depth` transformer blocks. The patch tokens are
+    the latent when there are `tokens` of them; with fewer tokens than patches, each token is the
+    mean of a block of f (1D) or f x f (2D) neighbouring patches, a local and resolution-free
+    pooling. Position features stop at `num_freqs` octaves: the caller sets them to what the patch
+    grid resolves (:func:`upt.models.sizes.band_limit`), so no feature aliases on training points.
     """
 
     def __init__(
@@ -57,7 +69,20 @@ class GridEncoder(nn.Module):
         fourier = FourierFeatures(dim_space, num_freqs)
         self.pos_embed = nn.Sequential(fourier, nn.Linear(fourier.out_dim, dim))
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
-        self.pool = PerceiverPooling(dim, tokens, heads, mlp_ratio)
+        self.tokens = tokens
+
+    def token_grid(self, grid_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The tokens' own grid: the patch grid coarsened by the same integer factor on every axis."""
+        patches = [n // self.patch_size for n in grid_shape]
+        factor = round((math.prod(patches) / self.tokens) ** (1 / self.dim_space))
+        coarse = [n // max(factor, 1) for n in patches]
+        if factor < 1 or any(n % factor for n in patches) or math.prod(coarse) != self.tokens:
+            raise ValueError(
+                f"{self.tokens} tokens do not tile the {'x'.join(map(str, patches))} patches of grid "
+                f"{tuple(grid_shape)} (patch size {self.patch_size}): tokens must be the number of "
+                f"patches divided by f^{self.dim_space} for an integer f that divides every side"
+            )
+        return tuple(coarse)
 
     def _patches(self, t: torch.Tensor, grid_shape: tuple[int, ...]) -> torch.Tensor:
         """[B, N, C] in row-major grid order -> [B, patches, points per patch, C]."""
@@ -88,7 +113,13 @@ class GridEncoder(nn.Module):
         x = x + self.pos_embed(self._patches(pos, grid_shape).mean(2))
         for block in self.blocks:
             x = block(x)
-        return self.pool(x)
+        tokens = self.token_grid(grid_shape)
+        if tokens == tuple(coarse):
+            return x
+        if self.dim_space == 1:
+            return rearrange(F.adaptive_avg_pool1d(rearrange(x, "b x d -> b d x"), tokens), "b d x -> b x d")
+        x = rearrange(x, "b (x y) d -> b d x y", x=coarse[0])
+        return rearrange(F.adaptive_avg_pool2d(x, tokens), "b d x y -> b (x y) d")
 
 
 @torch.no_grad()

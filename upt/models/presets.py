@@ -13,7 +13,7 @@ from upt.errors import UptError
 from upt.models.approximators import PureTransformer, UShapedTransformer
 from upt.models.decoder import AnyPointDecoder
 from upt.models.encoders import GridEncoder, MeshParticleEncoder
-from upt.models.sizes import PRESETS, ModelSize
+from upt.models.sizes import PRESETS, ModelSize, position_octaves, resolve_patch_size, size_errors
 from upt.models.upt import UPT
 
 
@@ -41,19 +41,27 @@ def build_model(
         raise UptError(f"unknown model option(s) {sorted(unknown)} for preset {preset!r}")
     size = dataclasses.replace(PRESETS[preset], **overrides)
     approximator = approximator or size.approximator
-    if grid_shape is not None and any(n % size.patch_size for n in grid_shape):
-        raise UptError(f"grid {tuple(grid_shape)} is not divisible by patch_size {size.patch_size}")
+    if grid_shape is not None:
+        errors = size_errors(size, grid_shape, encoder)
+        if errors:
+            raise UptError(f"preset {preset!r} with {overrides}: {'; '.join(errors)}")
+        if encoder == "grid":
+            size = resolve_patch_size(size, grid_shape)
+    elif encoder == "grid" and size.patch_size is None:
+        size = dataclasses.replace(size, patch_size=4)  # no grid to fit (size tables): the CPU presets' patch
+    enc_freqs, dec_freqs = position_octaves(size, grid_shape)
 
     common = dict(dim=size.dim, tokens=size.tokens, heads=size.heads, depth=size.enc_depth)
     in_channels = history * fields
     if encoder == "grid":
         enc = GridEncoder(
-            dim_space, in_channels, patch_size=size.patch_size, mlp_ratio=size.mlp_ratio, **common
+            dim_space, in_channels, patch_size=size.patch_size, mlp_ratio=size.mlp_ratio,
+            num_freqs=enc_freqs, **common
         )
     elif encoder == "mesh":
         enc = MeshParticleEncoder(
             dim_space, in_channels, supernodes=size.supernodes, neighbours=size.neighbours,
-            mlp_ratio=size.mlp_ratio, **common,
+            mlp_ratio=size.mlp_ratio, num_freqs=enc_freqs, **common,
         )
     else:
         raise UptError(f"encoder must be 'grid' or 'mesh', not {encoder!r}")
@@ -72,6 +80,7 @@ def build_model(
     dec = AnyPointDecoder(
         dim_space, size.dim, fields, heads=size.heads, layers=size.dec_layers,
         hidden=size.dec_hidden, mlp_ratio=size.mlp_ratio, log_clamp=size.log_clamp,
+        num_freqs=dec_freqs,
     )
     return UPT(enc, approx, dec, history=history, fields=fields)
 

@@ -3,7 +3,8 @@
 ``plot_all`` reads the result files fixed by the results contract (summary_stats.csv, curves.nc,
 training.csv, arms.json, eval/<arm>/seed<s>/predictions.nc), draws every figure whose data exist,
 and writes ``<out_dir>/<dataset>/<figure>.png`` (dpi 150) and ``.pdf`` atomically and byte-for-byte
-reproducibly, plus ``main_table.md``. A figure whose data are missing is skipped with a logged reason.
+reproducibly, plus ``main_table.md`` (per-horizon rollout errors beside the baselines),
+``modes_table.md`` (latent beside physical rollouts) and ``claims_table.md``. A figure whose data are missing is skipped with a logged reason.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from upt.plotting.curves import error_vs_time, training_curves
 from upt.plotting.fields import prediction_vs_truth
 from upt.plotting.scaling import scaling, sweep_arms, token_scaling, width_scaling
 from upt.plotting.style import SOLVER, NoData, Palette, save_figure
-from upt.plotting.tables import format_interval, main_table, markdown_table, reference_of
+from upt.plotting.claims import claims_figure
+from upt.plotting.tables import claims_table, format_interval, main_table, markdown_table, modes_table, reference_of
 
-__all__ = ["FIGURES", "Results", "error_vs_time", "format_interval", "latent_vs_physical", "load_results",
+__all__ = ["FIGURES", "Results", "claims_figure", "claims_table", "modes_table", "error_vs_time", "format_interval", "latent_vs_physical", "load_results",
            "main_table", "markdown_table", "metric_bars", "plot_all", "plot_command", "prediction_vs_truth",
            "scaling", "sweep_arms", "token_scaling", "training_curves", "width_scaling"]
 
 log = logging.getLogger(__name__)
 FIGURES = ("error_vs_time", "metric_bars", "token_scaling", "width_scaling", "latent_vs_physical",
-           "prediction_vs_truth", "training_curves")
+           "prediction_vs_truth", "training_curves", "claims")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Results:
     arms: dict = field(default_factory=dict)
     predictions: xr.Dataset | None = None
     reference: str | None = None
+    claims: pd.DataFrame | None = None
 
     def palette(self) -> Palette:
         arms = list(self.arms)
@@ -79,6 +82,8 @@ def load_results(folder: str | Path, dataset: str | None = None) -> Results:
         res.curves = xr.load_dataset(folder / "curves.nc")
     if (folder / "training.csv").is_file():
         res.training = pd.read_csv(folder / "training.csv")
+    if (folder / "claims.csv").is_file():
+        res.claims = pd.read_csv(folder / "claims.csv")
     if (folder / "arms.json").is_file():
         res.arms = json.loads((folder / "arms.json").read_text())
     res.reference = (next((a for a, info in res.arms.items() if info and info.get("reference")), None)
@@ -109,6 +114,7 @@ def _jobs(res: Results, palette: Palette) -> list[tuple[str, str | None, Callabl
          lambda: prediction_vs_truth(res.predictions, arm=ref)),
         ("training_curves", None if res.training is not None else "no training.csv",
          lambda: training_curves(res.training, palette=palette, reference=ref)),
+        ("claims", None if res.claims is not None else "no claims.csv", lambda: claims_figure(res.claims)),
     ]
 
 
@@ -133,11 +139,17 @@ def plot_all(results_dir: str | Path, dataset: str, out_dir: str | Path,
             log.info("%s: skipping %s: %s", dataset, name, reason)
             continue
         written += save_figure(fig, target, name, formats)
+    tables = {}
     if res.summary_stats is not None:
-        table = markdown_table(main_table(res.summary_stats, res.reference, palette.kinds))
-        with atomic_output(target / "main_table.md") as tmp:
-            tmp.write_text(table)
-        written.append(target / "main_table.md")
+        tables["main_table.md"] = main_table(res.summary_stats, res.reference, palette.kinds)
+        tables["modes_table.md"] = modes_table(res.summary_stats, res.reference, palette.kinds)
+    if res.claims is not None and not res.claims.empty:
+        tables["claims_table.md"] = claims_table(res.claims)
+    for name, table in tables.items():
+        target.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target / name) as tmp:
+            tmp.write_text(markdown_table(table))
+        written.append(target / name)
     if not written:
         log.warning("%s: nothing to plot in %s", dataset, folder)
     return written

@@ -13,7 +13,7 @@ from upt.plotting.style import (PERSISTENCE, ROLLOUT_MODES, NoData, Palette, lab
                                 styled)
 from upt.plotting.tables import interval_note
 
-STAGE_ORDER = ("autoencoder", "operator", "joint", "diffusion", "distill")
+STAGE_ORDER = ("autoencoder", "operator", "joint", "diffusion", "distill", "consistency")
 
 
 def seed_band(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

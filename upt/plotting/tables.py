@@ -7,6 +7,7 @@ have the physical mode only, so their latent cells are empty, never filled from 
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -83,40 +84,99 @@ def format_interval(mean: float, half: float) -> str:
     return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
 
 
-def main_table(summary_stats: pd.DataFrame, reference: str | None = None,
-               kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Arms x [nRMSE, correlation time 0.8, rollout seconds] in the latent and the physical mode,
-    each cell "mean ± half-width of the 95% interval over seeds".
-
-    Rows: the reference arm first, then the other surrogates by latent nRMSE, then the baselines by
-    physical nRMSE with persistence last. The numerical solver is not a row (its time is in
-    ``solver_seconds``).
-    """
-    reference = reference or reference_of(summary_stats)
-    cells: dict[str, dict[str, str]] = {}
-    keys: dict[str, dict[str, float]] = {}
-    for metric, mode, name in MAIN_COLUMNS:
-        picked = pick(summary_stats, metric, [mode])
-        for arm, row in picked.iterrows():
-            cells.setdefault(arm, {})[name] = format_interval(row["mean"], row["half"])
-            if metric == "nrmse":
-                keys.setdefault(arm, {})[mode] = row["mean"]
-    palette = Palette.build(cells, reference, kinds)
-
+def _sorted_arms(cells: Mapping[str, object], keys: Mapping[str, float], reference: str | None,
+                 palette: Palette) -> list[str]:
+    """The reference first, the other surrogates by ``keys``, then the baselines, persistence last."""
     def sort_key(arm):
         if arm == reference:
             return (0, 0.0, arm)
         if arm == PERSISTENCE:
             return (3, 0.0, arm)
-        group = 2 if palette.is_baseline(arm) else 1
-        mode = "physical" if group == 2 else "latent"
-        value = keys.get(arm, {}).get(mode, keys.get(arm, {}).get("physical", math.inf))
-        return (group, value, arm)
+        return (2 if palette.is_baseline(arm) else 1, keys.get(arm, math.inf), arm)
 
-    arms = sorted(cells, key=sort_key)
-    table = pd.DataFrame([[cells[a].get(name, "—") for _, _, name in MAIN_COLUMNS] for a in arms],
-                         index=pd.Index(arms, name="arm"), columns=[c[2] for c in MAIN_COLUMNS])
-    return table
+    return sorted(cells, key=sort_key)
+
+
+def horizon_metrics(summary_stats: pd.DataFrame) -> list[str]:
+    """``nrmse_step<k>`` metrics present, by k."""
+    found = {m for m in summary_stats["metric"].unique() if re.fullmatch(r"nrmse_step\d+", str(m))}
+    return sorted(found, key=lambda m: int(m[len("nrmse_step"):]))
+
+
+def main_table(summary_stats: pd.DataFrame, reference: str | None = None,
+               kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Arms x [nRMSE k steps after the given frames for every reported horizon k, nRMSE averaged
+    over the horizon, correlation time 0.8, reconstruction nRMSE], each cell "mean ± half-width of
+    the 95% interval over seeds".
+
+    Every row is an autoregressive rollout from the same given frames, scored the same way; its
+    ``mode`` column says which: ``latent`` for a UPT (encode once), ``physical`` for the FNO and the
+    baselines, which have no latent space. Rows: the reference, the other surrogates by averaged
+    nRMSE, the baselines, persistence last. (``modes_table`` sets latent beside physical.)
+    """
+    reference = reference or reference_of(summary_stats)
+    horizons = horizon_metrics(summary_stats)
+    columns = [(m, f"nRMSE step {m[len('nrmse_step'):]}") for m in horizons] + [
+        ("nrmse", "nRMSE (mean)"), ("corr_time_0.8", "corr. time 0.8")]
+    latent = set(pick(summary_stats, "nrmse", ["latent"]).index)
+    cells: dict[str, dict[str, str]] = {}
+    keys: dict[str, float] = {}
+    for arm in pick(summary_stats, "nrmse", ["latent", "physical"]).index:
+        mode = "latent" if arm in latent else "physical"
+        cells[arm] = {"mode": mode}
+        for metric, name in columns:
+            picked = pick(summary_stats, metric, [mode])
+            if arm in picked.index:
+                row = picked.loc[arm]
+                cells[arm][name] = format_interval(row["mean"], row["half"])
+                if metric == "nrmse":
+                    keys[arm] = row["mean"]
+        recon = pick(summary_stats, "nrmse", ["reconstruction"])
+        if arm in recon.index:
+            cells[arm]["reconstruction nRMSE"] = format_interval(recon.loc[arm, "mean"], recon.loc[arm, "half"])
+    names = ["mode"] + [name for _, name in columns] + ["reconstruction nRMSE"]
+    arms = _sorted_arms(cells, keys, reference, Palette.build(cells, reference, kinds))
+    return pd.DataFrame([[cells[a].get(name, "—") for name in names] for a in arms],
+                        index=pd.Index(arms, name="arm"), columns=names)
+
+
+def modes_table(summary_stats: pd.DataFrame, reference: str | None = None,
+                kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Arms x [nRMSE, correlation time 0.8, rollout seconds] in the latent and the physical mode,
+    each cell "mean ± half-width of the 95% interval over seeds"; baselines have the physical mode
+    only, so their latent cells are empty, never filled from another mode."""
+    reference = reference or reference_of(summary_stats)
+    cells: dict[str, dict[str, str]] = {}
+    keys: dict[str, float] = {}
+    for metric, mode, name in MAIN_COLUMNS:
+        picked = pick(summary_stats, metric, [mode])
+        for arm, row in picked.iterrows():
+            cells.setdefault(arm, {})[name] = format_interval(row["mean"], row["half"])
+            if metric == "nrmse":
+                keys.setdefault(arm, row["mean"])
+    arms = _sorted_arms(cells, keys, reference, Palette.build(cells, reference, kinds))
+    return pd.DataFrame([[cells[a].get(name, "—") for _, _, name in MAIN_COLUMNS] for a in arms],
+                        index=pd.Index(arms, name="arm"), columns=[c[2] for c in MAIN_COLUMNS])
+
+
+def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
+    """claims.csv as the README shows it: the claim, arm vs control, metric (mode), the seed's
+    expectation, the measured relative effect with its paired 95% interval, seeds, verdict."""
+    def effect(row) -> str:
+        if not np.isfinite(row["effect"]):
+            return "—"
+        if not (np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])):
+            return f"{row['effect']:+.1%}"
+        return f"{row['effect']:+.1%} [{row['ci_low']:+.1%}, {row['ci_high']:+.1%}]"
+
+    rows = []
+    for _, row in claims.iterrows():
+        note = row.get("note")
+        expected = row["expected"] + (f" ({note})" if isinstance(note, str) and note else "")
+        rows.append([row["claim"], f"{row['arm']} vs {row['control']}", f"{row['metric']} ({row['mode']})",
+                     expected, effect(row), int(row["n_seeds"]), f"**{row['verdict']}**"])
+    return pd.DataFrame(rows, columns=["claim", "arm vs control", "metric (mode)", "expected (seed)",
+                                       "effect [95% CI]", "seeds", "verdict"]).set_index("claim")
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -1,7 +1,10 @@
-"""The one training loop every stage runs through (autoencoder, operator, joint, diffusion, distill).
+"""The one training loop every stage runs through (autoencoder, operator, joint, diffusion, distill,
+consistency).
 
 A stage is an ``nn.Module`` whose ``forward(batch, generator)`` returns ``(total_loss, terms)`` and
-whose trainable parameters are exactly the ones with ``requires_grad``. The loop owns everything
+whose trainable parameters are exactly the ones with ``requires_grad``; a stage that keeps weights
+the optimizer does not step (the consistency stage's EMA target) updates them in an optional
+``after_step()``, called after every optimizer step. The loop owns everything
 else: AdamW with linear warm-up and cosine decay, gradient clipping, EMA, bf16 autocast on CUDA,
 DDP under ``torchrun``, validation each epoch with best-checkpoint selection on the validation
 split, a metrics CSV, checkpoints every N steps and on SIGTERM, and bit-for-bit resume on CPU.
@@ -107,6 +110,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
     ema = (AveragedModel(stage, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True)
            if settings.ema else None)
     trainer = distributed.wrap(stage) if world > 1 else stage
+    after_step = getattr(stage, "after_step", None)
 
     progress = {"step": 0, "epoch": 0, "best_val": math.inf, "best": None, "rows": [], "sums": {}}
     state_path = out_dir / "state.pt"
@@ -162,6 +166,8 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
                 _check_finite(norm, terms, progress["step"], "gradient norm")
                 optimizer.step()
                 scheduler.step()
+                if after_step is not None:
+                    after_step()
                 if ema is not None:
                     ema.update_parameters(stage)
                 progress["step"] += 1

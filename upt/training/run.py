@@ -8,8 +8,8 @@
 
 Which weights a stage starts from: autoencoder and joint start fresh (joint takes E and D from
 ``init`` when given); operator takes E and D from the autoencoder ``init`` and reads the latent
-cache; diffusion takes the whole surrogate from ``init``; distill takes surrogate and teacher
-corrector from the diffusion result. Frozen parts stay bit-identical to ``init``.
+cache; diffusion takes the whole surrogate from ``init``; distill and consistency take surrogate and
+teacher corrector from the diffusion result. Frozen parts stay bit-identical to ``init``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from upt.config import DEFAULT_SAMPLE_STEPS, STUDENT_STAGES
 from upt.data.dataset import FieldDataset
 from upt.errors import UptError
-from upt.models.diffusion import make_student
+from upt.models.diffusion import make_consistency_student, make_student
 from upt.models.fno import matched_width
 from upt.models.presets import count_parameters
 from upt.training import distributed, stages
@@ -34,7 +35,7 @@ from upt.training.checkpoint import (corrector_from_spec, latent_dim, load_check
 from upt.training.loop import LoopSettings, fit
 
 FIELD_STAGES = ("autoencoder", "joint", "fno")
-LATENT_STAGES = ("operator", "diffusion", "distill")
+LATENT_STAGES = ("operator", "diffusion") + STUDENT_STAGES
 
 
 def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, out: str | Path, *,
@@ -54,6 +55,9 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
     torch.manual_seed(seed)
     weights, horizon = dict(cfg.get("losses", {})), int(cfg.get("horizon", 1))
     base = load_checkpoint(init) if init is not None else None
+    if stage in STUDENT_STAGES:  # checked before any data is read
+        student_steps = _student_steps(stage, cfg, base, init)
+        target_ema = _target_ema(cfg) if stage == "consistency" else None
     corrector_spec = None
 
     if stage in FIELD_STAGES:
@@ -84,20 +88,23 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         train, val = (LatentWindows(latents, split, horizon) for split in ("train", "val"))
         if stage == "operator":
             _copy_modules(base[0], model, ("encoder", "decoder"))
-            module = stages.OperatorStage(model, weights)
+            module = stages.OperatorStage(model, weights, latent_var=float(train.z.float().var()))
         elif stage == "diffusion":
             _copy_modules(base[0], model, ("encoder", "approximator", "decoder"))
             corrector_spec = {"dim": latent_dim(spec), "depth": 2, "heads": 2, "prediction": "v",
-                              "sample_steps": 16, **cfg.get("corrector", {}),
+                              "sample_steps": DEFAULT_SAMPLE_STEPS, **cfg.get("corrector", {}),
                               "data_scale": _residual_scale(model, train)}
             module = stages.DiffusionStage(model, weights, corrector_from_spec(corrector_spec))
-        else:
-            if base[1] is None:
-                raise UptError(f"{init}: distillation needs a checkpoint with a diffusion corrector")
+        elif stage == "distill":
             _copy_modules(base[0], model, ("encoder", "approximator", "decoder"))
-            corrector_spec = {**base[2]["corrector_spec"], "sample_steps": int(cfg.get("student_steps", 1))}
-            module = stages.DistillStage(model, weights, make_student(base[1], corrector_spec["sample_steps"]),
-                                         base[1])
+            corrector_spec = {**base[2]["corrector_spec"], "sample_steps": student_steps}
+            module = stages.DistillStage(model, weights, make_student(base[1], student_steps), base[1])
+        else:
+            _copy_modules(base[0], model, ("encoder", "approximator", "decoder"))
+            corrector_spec = {**base[2]["corrector_spec"], "prediction": "consistency",
+                              "sample_steps": student_steps}
+            module = stages.ConsistencyStage(model, weights, make_consistency_student(base[1], student_steps),
+                                             base[1], target_ema=target_ema)
     out = Path(out)
     fingerprint = json.dumps([settings, str(init), str(cache)], sort_keys=True)
     best = fit(module, train, val, loop, out.parent, fingerprint=fingerprint)
@@ -107,6 +114,32 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         (out.parent / "state.pt").unlink(missing_ok=True)  # the run is complete: its result is the checkpoint
     distributed.shutdown()
     return out
+
+
+def _student_steps(stage: str, cfg: dict, base, init) -> int:
+    """The student's ``student_steps``, checked against its teacher (the corrector in ``init``)."""
+    if base[1] is None:
+        raise UptError(f"{init}: stage {stage} needs a checkpoint with a diffusion corrector (its teacher)")
+    steps, teacher = cfg.get("student_steps", 1), base[1]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UptError(f"student_steps of stage {stage} must be a whole number >= 1, got {steps!r}")
+    if steps > teacher.sample_steps:
+        raise UptError(f"student_steps of stage {stage} is {steps}, more than the {teacher.sample_steps} "
+                       f"sampling steps (corrector.sample_steps) of its teacher {init}")
+    if stage == "consistency" and teacher.prediction != "v":
+        raise UptError(f"stage consistency needs a v-prediction teacher (corrector.prediction: v); "
+                       f"{init} predicts {teacher.prediction!r}")
+    return steps
+
+
+def _target_ema(cfg: dict) -> float:
+    """Decay mu of the consistency stage's EMA target. 0.95 is Song et al.'s choice for consistency
+    distillation: the target trails the student by ~20 updates, which matters for runs as short as
+    the CPU arms (a 0.999 target would barely leave its starting point in a few hundred steps)."""
+    decay = cfg.get("target_ema", 0.95)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise UptError(f"target_ema of stage consistency must be a number in [0, 1), got {decay!r}")
+    return float(decay)
 
 
 def _report_processes(stage: str, gpus: int) -> None:

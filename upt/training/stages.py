@@ -6,30 +6,36 @@ generator)`` returns ``(total, terms)``, and exactly the parameters the stage tr
 Loss weights come from the arm's config; a weight of 0 skips the term (``upt.losses.combine``).
 
     autoencoder  E + D    reconstruction at query points (inverse encoding), latent-norm penalty
-    operator     A        latent next-step and rollout MSE on the cached latents of a frozen E
+    operator     A        latent next-step and rollout MSE on the cached latents of a frozen E, relative
+                          to the latents' variance; latent-norm drift along the rollout
     joint        E, A, D  physical next-step and rollout MSE at query points, inverse encoding and
                           decoding, latent norm, spectral, mean consistency, divergence
     diffusion    corrector  denoising loss of the residual z_true - A(z) given A(z)
     distill      student    distance of a few-step student to the multi-step teacher sampler
+    consistency  student    consistency distillation: the student agrees with its EMA target across
+                            one teacher ODE step (``after_step`` moves the target after each update)
     fno          the FNO baseline: next-step and rollout MSE on the whole grid
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from upt import losses
-from upt.models.diffusion import DiffusionCorrector, distillation_loss
+from upt.models.diffusion import DiffusionCorrector, consistency_loss, distillation_loss, ema_update
 from upt.models.upt import UPT
 
 LOSS_TERMS = {
     "autoencoder": ("reconstruction", "latent_norm"),
-    "operator": ("next_step", "rollout"),
+    "operator": ("next_step", "rollout", "latent_drift"),
     "joint": ("next_step", "rollout", "inverse_encoding", "inverse_decoding", "latent_norm",
               "spectral", "mean_consistency", "divergence"),
     "diffusion": ("denoising",),
     "distill": ("distillation",),
+    "consistency": ("consistency",),
     "fno": ("next_step", "rollout"),
 }
 
@@ -172,12 +178,17 @@ class JointStage(FieldStage):
 
 
 class OperatorStage(Stage):
-    """Reads the latent cache (LatentWindows): z [B, T, D], target [B, horizon, T, D], cond."""
+    """Reads the latent cache (LatentWindows): z [B, T, D], target [B, horizon, T, D], cond.
+
+    The latent MSE terms are divided by ``latent_var``, the variance of the training split's
+    latents: an encoder's latent scale is arbitrary (its decoder normalizes the tokens), so raw
+    latent MSEs of two arms are not comparable, while these relative ones are."""
 
     name = "operator"
 
-    def __init__(self, model, weights):
+    def __init__(self, model, weights, latent_var: float = 1.0):
         super().__init__(model, weights, (model.approximator,))
+        self.latent_var = float(latent_var)
 
     def forward(self, batch, generator):
         z, target, cond = batch["z"], batch["target"], batch["cond"]
@@ -189,8 +200,10 @@ class OperatorStage(Stage):
             return cache["z"]
 
         return losses.combine({
-            "next_step": (self.weight("next_step"), lambda: losses.next_step_mse(latents()[:, 0], target[:, 0])),
-            "rollout": (self.weight("rollout"), lambda: losses.rollout_mse(latents(), target)),
+            "next_step": (self.weight("next_step"),
+                          lambda: losses.next_step_mse(latents()[:, 0], target[:, 0]) / self.latent_var),
+            "rollout": (self.weight("rollout"), lambda: losses.rollout_mse(latents(), target) / self.latent_var),
+            "latent_drift": (self.weight("latent_drift"), lambda: losses.latent_drift(latents(), target)),
         })
 
 
@@ -223,6 +236,36 @@ class DistillStage(Stage):
         noise = torch.randn(z_pred.shape, generator=generator).to(z_pred)
         return losses.combine({"distillation": (self.weight("distillation"), lambda: distillation_loss(
             self.corrector, self.teacher, z_pred, noise=noise))})
+
+
+class ConsistencyStage(Stage):
+    """Consistency distillation of the teacher into ``corrector``, against an EMA ``target`` of it.
+
+    The target is a submodule, so the loop checkpoints it with the stage and a resume is exact; it is
+    frozen (no gradient) and moved toward the student by :meth:`after_step`, which the loop calls
+    after every optimizer step. ``target_ema`` is its decay mu."""
+
+    name = "consistency"
+
+    def __init__(self, model, weights, student: DiffusionCorrector, teacher: DiffusionCorrector,
+                 target_ema: float = 0.95):
+        if not 0.0 <= target_ema < 1.0:
+            raise ValueError(f"target_ema must be in [0, 1), got {target_ema}")
+        super().__init__(model, weights, (student,), corrector=student, teacher=teacher,
+                         target=copy.deepcopy(student))
+        self.target_ema = target_ema
+
+    def forward(self, batch, generator):
+        with torch.no_grad():
+            z_pred = self.model.step(batch["z"], batch["cond"][:, 0])
+        residual = batch["target"][:, 0] - z_pred
+        n = torch.randint(self.teacher.sample_steps, z_pred.shape[:1], generator=generator).to(z_pred.device)
+        noise = torch.randn(z_pred.shape, generator=generator).to(z_pred)
+        return losses.combine({"consistency": (self.weight("consistency"), lambda: consistency_loss(
+            self.corrector, self.target, self.teacher, residual, z_pred, n=n, noise=noise))})
+
+    def after_step(self) -> None:
+        ema_update(self.target, self.corrector, self.target_ema)
 
 
 class FNOStage(FieldStage):

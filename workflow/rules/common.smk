@@ -6,10 +6,15 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import upt
+from upt.config import check_config
 from upt.data.download import read_url_table, select_rows
 
 
 validate(config, "../schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ValueError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
 
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
@@ -39,6 +44,11 @@ def _pdebench_files():
 
 
 PDEBENCH_FILES = _pdebench_files()
+
+
+def frames_option(wildcards):
+    frames = dataset_config(wildcards.dataset)["convert"].get("frames")
+    return f"--frames {frames}" if frames else ""
 
 
 def raw_file(wildcards):

@@ -49,6 +49,7 @@ rule convert:
         f"{RESULTS}/{{dataset}}/data.nc",
     params:
         convert=lambda wc: dataset_config(wc.dataset)["convert"],
+        frames=frames_option,
         splits=lambda wc: dataset_config(wc.dataset)["splits"],
         version=UPT_VERSION,
     log:
@@ -58,7 +59,7 @@ rule convert:
         runtime=120,
     shell:
         "upt convert {input} {output} --reduce-x {params.convert[reduce_x]}"
-        " --reduce-t {params.convert[reduce_t]} --val-fraction {params.splits[val_fraction]}"
+        " --reduce-t {params.convert[reduce_t]} {params.frames} --val-fraction {params.splits[val_fraction]}"
         " --test-fraction {params.splits[test_fraction]} --split-seed {params.splits[seed]}"
         " > {log} 2>&1"
 

@@ -5,7 +5,7 @@
 #            evaluate_baseline (persistence, coarse solver)            -> aggregate -> plot
 
 
-BASELINES = ("persistence", "coarse-solver")
+BASELINES = ("persistence", "mean", "coarse-solver")
 
 
 def evaluation_config(dataset):
@@ -39,6 +39,7 @@ rule convert_fine:
         f"{RESULTS}/{{dataset}}/data_fine.nc",
     params:
         convert=lambda wc: dataset_config(wc.dataset)["convert"],
+        frames=frames_option,
         splits=lambda wc: dataset_config(wc.dataset)["splits"],
         version=UPT_VERSION,
     log:
@@ -47,7 +48,7 @@ rule convert_fine:
         mem_mb=4000,
         runtime=120,
     shell:
-        "upt convert {input} {output} --reduce-x 1 --reduce-t {params.convert[reduce_t]}"
+        "upt convert {input} {output} --reduce-x 1 --reduce-t {params.convert[reduce_t]} {params.frames}"
         " --val-fraction {params.splits[val_fraction]} --test-fraction {params.splits[test_fraction]}"
         " --split-seed {params.splits[seed]} > {log} 2>&1"
 
@@ -71,6 +72,7 @@ rule evaluate:
     params:
         fine=lambda wc, input: f"--fine-data {input.fine}" if input.fine else "",
         out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
+        horizons=lambda wc: " ".join(map(str, evaluation_config(wc.dataset)["horizons"])),
         version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/eval/{{arm}}/seed{{seed}}.log",
@@ -83,7 +85,7 @@ rule evaluate:
     shell:
         "upt evaluate --checkpoint {input.checkpoint} --data {input.data} --stats {input.stats}"
         " {params.fine} --out {params.out} --dataset {wildcards.dataset} --arm {wildcards.arm}"
-        " --seed {wildcards.seed} > {log} 2>&1"
+        " --seed {wildcards.seed} --horizons {params.horizons} > {log} 2>&1"
 
 
 rule evaluate_baseline:
@@ -98,6 +100,7 @@ rule evaluate_baseline:
         seed=r"\d+",
     params:
         out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
+        horizons=lambda wc: " ".join(map(str, evaluation_config(wc.dataset)["horizons"])),
         solver=lambda wc: f"--solver {evaluation_config(wc.dataset)['solver']}"
         if evaluation_config(wc.dataset)["solver"] else "",
         coarsen=lambda wc: evaluation_config(wc.dataset)["coarsen"],
@@ -114,7 +117,8 @@ rule evaluate_baseline:
     shell:
         "upt evaluate --baseline {wildcards.arm} --data {input.data} --stats {input.stats}"
         " --out {params.out} --dataset {wildcards.dataset} --seed {wildcards.seed}"
-        " --history {params.history} {params.solver} --coarsen {params.coarsen} > {log} 2>&1"
+        " --history {params.history} {params.solver} --coarsen {params.coarsen}"
+        " --horizons {params.horizons} > {log} 2>&1"
 
 
 def evaluated_arms(dataset):
@@ -142,11 +146,13 @@ def manifest(dataset):
         "runs": {arm: {s: [{"stage": run.stage, "dir": run_path(dataset, run, s, "").rstrip("/"),
                             "benchmark": run_benchmark(dataset, run, s)} for run in chain] for s in seeds}
                  for arm, chain in PLANS[dataset].items()},
+        "claims": config.get("claims", []),
     })
 
 
 AGGREGATE_OUTPUTS = {name.split(".")[0]: f"{RESULTS}/{{dataset}}/{name}"
-                     for name in ("summary.csv", "summary_stats.csv", "curves.nc", "training.csv", "arms.json")}
+                     for name in ("summary.csv", "summary_stats.csv", "claims.csv", "curves.nc", "training.csv",
+                                  "arms.json")}
 
 
 rule aggregate:
@@ -158,6 +164,8 @@ rule aggregate:
                        subcategory="{dataset}"),
         summary_stats=report(AGGREGATE_OUTPUTS["summary_stats"], caption="../report/summary_stats.rst",
                              category="Tables", subcategory="{dataset}"),
+        claims=report(AGGREGATE_OUTPUTS["claims"], caption="../report/claims.rst", category="Tables",
+                      subcategory="{dataset}"),
         curves=AGGREGATE_OUTPUTS["curves"],
         training=AGGREGATE_OUTPUTS["training"],
         arms=AGGREGATE_OUTPUTS["arms"],

@@ -1,6 +1,6 @@
 # Training: every arm x seed as a chain of stage runs (upt.config.plan), shared where arms agree.
 #
-#   train(autoencoder) -> cache -> train(operator) [-> train(diffusion) -> train(distill)]
+#   train(autoencoder) -> cache -> train(operator) [-> train(diffusion) -> train(distill | consistency)]
 #   train(autoencoder) -> train(joint)
 #
 # A run lives in train/<owner arm>/seed<seed>/<stage>/; its state.pt survives a failed attempt, so
@@ -78,7 +78,7 @@ rule train:
         model=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/model.pt",
         metrics=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/metrics.csv",
     wildcard_constraints:
-        stage="autoencoder|operator|joint|diffusion|distill|fno",
+        stage="autoencoder|operator|joint|diffusion|distill|consistency|fno",
         seed=r"\d+",
     params:
         settings=lambda wc: json.dumps(_run(wc).settings_for(int(wc.seed))),
