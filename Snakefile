@@ -1,4 +1,4 @@
-# upt: the benchmarking pipeline, read top to bottom as its DAG (DESIGN.md §3).
+# upt: the benchmarking pipeline, read top to bottom as its DAG (docs/architecture.md).
 #
 #   generate | download  ->  convert  ->  stats  ->  train (per arm, seed and stage) <-> cache
 #     ->  evaluate (per arm and seed; baselines too)  ->  aggregate  ->  plot
@@ -29,7 +29,7 @@ rule all_models:
     """Train every arm x seed of every dataset (no evaluation)."""
     input:
         [final_model(dataset, arm, seed) for dataset in DATASETS for arm in PLANS[dataset]
-         for seed in config["seeds"]],
+         for seed in seeds_of(dataset)],
 
 
 rule all_data:

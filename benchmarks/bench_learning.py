@@ -1,5 +1,5 @@
 """Benchmark: does a UPT learn the dynamics? Reconstruction floor, one-step and rollout errors per
-variant of the training recipe, over seeds, on the default 1D Burgers data.
+variant of the training recipe, over seeds, on the default 1D Burgers data (or ``--dataset ns2d``).
 
 Each variant is an arm-style override of the default config's ``base`` (same deep merge as the
 workflow's arms). For every variant x seed it runs the arm's stages in-process (autoencoder ->
@@ -53,6 +53,7 @@ def prepare_data(work: Path, config: dict, dataset: str) -> tuple[Path, Path]:
     """generate -> convert -> stats for ``dataset`` of ``config``, once per work dir."""
     from upt.data.convert import convert
     from upt.data.solvers.burgers import generate_burgers1d
+    from upt.data.solvers.ns2d import generate_ns2d
     from upt.data.stats import compute_stats
 
     cfg = config["datasets"][dataset]
@@ -60,9 +61,13 @@ def prepare_data(work: Path, config: dict, dataset: str) -> tuple[Path, Path]:
     if not stats.exists():
         work.mkdir(parents=True, exist_ok=True)
         gen = dict(cfg["source"]["generate"])
-        if gen.pop("pde") != "burgers1d":
-            raise SystemExit("bench_learning runs on the 1D Burgers dataset")
-        generate_burgers1d(work / "raw.h5", **gen)
+        pde = gen.pop("pde")
+        if pde == "burgers1d":
+            generate_burgers1d(work / "raw.h5", **gen)
+        elif pde == "ns2d":
+            generate_ns2d(work / "raw.h5", **gen)
+        else:
+            raise SystemExit(f"bench_learning runs on generated burgers1d or ns2d data, not {pde}")
         split = cfg["splits"]
         convert(work / "raw.h5", data, **cfg["convert"], val_fraction=split["val_fraction"],
                 test_fraction=split["test_fraction"], split_seed=split["seed"])
@@ -79,9 +84,9 @@ def run_variant(job: tuple) -> list[dict]:
     from upt.training.cache import build_cache
     from upt.training.run import run_stage
 
-    name, override, seed, config, data, stats, work, horizons = job
+    name, override, seed, config, data, stats, work, horizons, dataset = job
     torch.set_num_threads(1)
-    arm = resolve_arm({**config, "arms": {**config["arms"], name: override}}, name)
+    arm = resolve_arm({**config, "arms": {**config["arms"], name: override}}, name, dataset)
     run_dir = work / name / f"seed{seed}"
     started, previous, cache = time.perf_counter(), None, None
     for stage in arm["pipeline"]:
@@ -95,24 +100,24 @@ def run_variant(job: tuple) -> list[dict]:
                 build_cache(out, data, stats, cache, params=arm["params"])
         previous = out
     seconds = time.perf_counter() - started
-    evaluate_model(previous, data, stats, run_dir / "eval", dataset="burgers1d", arm=name, seed=seed,
+    evaluate_model(previous, data, stats, run_dir / "eval", dataset=dataset, arm=name, seed=seed,
                    horizons=horizons)
     rows = pd.read_csv(run_dir / "eval" / "summary.csv").to_dict("records")
-    return rows + [{"dataset": "burgers1d", "arm": name, "seed": seed, "mode": "all",
+    return rows + [{"dataset": dataset, "arm": name, "seed": seed, "mode": "all",
                     "metric": "train_seconds", "value": seconds}]
 
 
-def baseline_rows(data: Path, stats: Path, work: Path, horizons) -> list[dict]:
+def baseline_rows(data: Path, stats: Path, work: Path, horizons, dataset: str) -> list[dict]:
     from upt.evaluation.evaluate import evaluate_baseline
 
     rows = []
     for kind in ("persistence", "mean"):
-        evaluate_baseline(kind, data, stats, work / kind, dataset="burgers1d", seed=0, horizons=horizons)
+        evaluate_baseline(kind, data, stats, work / kind, dataset=dataset, seed=0, horizons=horizons)
         rows += pd.read_csv(work / kind / "summary.csv").to_dict("records")
     return rows
 
 
-def first5_correlation(work: Path, names, seeds) -> list[dict]:
+def first5_correlation(work: Path, names, seeds, dataset: str) -> list[dict]:
     """Reconstruction correlation over the first 5 predicted frames (the shock-carrying ones)."""
     import xarray as xr
 
@@ -122,7 +127,7 @@ def first5_correlation(work: Path, names, seeds) -> list[dict]:
             curves = xr.open_dataset(work / name / f"seed{seed}" / "eval" / "metrics.nc")
             if "reconstruction" in curves["mode"].values:
                 value = float(curves["correlation"].sel(mode="reconstruction")[:5].mean())
-                rows.append({"dataset": "burgers1d", "arm": name, "seed": seed, "mode": "reconstruction",
+                rows.append({"dataset": dataset, "arm": name, "seed": seed, "mode": "reconstruction",
                              "metric": "corr_first5", "value": value})
             curves.close()
     return rows
@@ -155,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--dataset", default="burgers1d")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--set", type=json.loads, default=None,
                         help='an extra variant as JSON {"name": {...override...}}')
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -168,11 +173,12 @@ def main() -> None:
     horizons = tuple(config["datasets"][args.dataset].get("evaluation", {}).get("horizons", (1, 5, 10)))
     data, stats = prepare_data(args.work, config, args.dataset)
     variants = {name: VARIANTS[name] for name in args.variants} | (args.set or {})
-    jobs = [(name, override, seed, config, data, stats, args.work, horizons)
+    jobs = [(name, override, seed, config, data, stats, args.work, horizons, args.dataset)
             for name, override in variants.items() for seed in args.seeds]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         rows = [row for result in pool.imap(run_variant, jobs) for row in result]
-    rows += baseline_rows(data, stats, args.work, horizons) + first5_correlation(args.work, variants, args.seeds)
+    rows += (baseline_rows(data, stats, args.work, horizons, args.dataset)
+             + first5_correlation(args.work, variants, args.seeds, args.dataset))
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

@@ -14,6 +14,7 @@ from upt.data.convert import convert
 from upt.data.dataset import FieldDataset
 from upt.data.solvers.burgers import generate_burgers1d
 from upt.data.stats import compute_stats
+from upt.errors import UptError
 from upt.evaluation.aggregate import aggregate, interval
 from upt.evaluation.evaluate import evaluate_baseline, evaluate_model
 from upt.training.cache import build_cache
@@ -65,7 +66,15 @@ def test_model_rollouts_in_every_mode(data, model, tmp_path):
     evaluate_model(model, data / "data.nc", data / "stats.json", tmp_path, dataset="b", arm="op", seed=0,
                    fine_data=data / "fine.nc")
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert set(summary["mode"]) == {"latent", "physical", "one-step", "latent-superres", "all"}
+    assert set(summary["mode"]) == {"latent", "physical", "one-step", "latent-superres", "reconstruction", "all"}
+    by = summary.set_index(["mode", "metric"])["value"]
+    with xr.open_dataset(tmp_path / "metrics.nc") as curves:  # step k = the k-th frame after the given one
+        for k in (1, 5, 10):
+            for mode in ("latent", "physical", "reconstruction"):
+                assert by[(mode, f"nrmse_step{k}")] == pytest.approx(float(curves["nrmse"].sel(mode=mode)[k - 1]))
+                assert by[(mode, f"corr_step{k}")] == pytest.approx(
+                    float(curves["correlation"].sel(mode=mode)[k - 1]))
+    assert by[("latent", "latent_drift")] >= 0 and by[("latent", "latent_drift_final")] >= 0
     assert (summary.query("metric == 'rollout_seconds'")["value"] > 0).all()
     with xr.open_dataset(tmp_path / "predictions.nc") as pred, xr.open_dataset(data / "data.nc") as ds:
         truth = ds["u"].values[ds["split"].values.astype(str) == "test"]
@@ -78,6 +87,36 @@ def test_model_rollouts_in_every_mode(data, model, tmp_path):
         first = curves.isel(time=0)
         assert float(first["rmse"].sel(mode="latent")) == pytest.approx(float(first["rmse"].sel(mode="one-step")),
                                                                          rel=1e-5)
+
+
+def test_mean_baseline_predicts_the_last_given_frames_spatial_mean_everywhere(data, tmp_path):
+    # On the full-resolution grid: the finite-volume solver conserves the mean of its cell values
+    # exactly, while every other point of a reduced grid only approximates it.
+    evaluate_baseline("mean", data / "fine.nc", data / "stats.json", tmp_path, dataset="b", seed=0,
+                      horizons=(1, 3))
+    with xr.open_dataset(data / "fine.nc") as ds:
+        test = ds["u"].values[ds["split"].values.astype(str) == "test"][..., None].astype(np.float64)
+    # Burgers on a periodic domain conserves the mean: the prediction is exact in it at every step.
+    np.testing.assert_allclose(test.mean(2), np.repeat(test[:, :1].mean(2), test.shape[1], axis=1), atol=1e-5)
+    flat = np.broadcast_to(test[:, :1].mean(2, keepdims=True), test.shape)
+    expected = metrics.compute(flat, test, initial_step=1)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["mode", "metric"])["value"]
+    assert summary[("physical", "nrmse")] == pytest.approx(float(expected["nrmse"].mean()), rel=1e-5)
+    assert summary[("physical", "nrmse_step3")] == pytest.approx(float(expected["nrmse"][2]), rel=1e-5)
+    assert summary[("physical", "crmse")] == pytest.approx(0.0, abs=1e-6)  # the spatial sum is exact
+    with pytest.raises(UptError, match="horizon 99"):
+        evaluate_baseline("mean", data / "data.nc", data / "stats.json", tmp_path / "x", dataset="b", seed=0,
+                          horizons=(99,))
+
+
+def test_evaluation_is_reproducible_on_one_machine(data, model, tmp_path):
+    """Two evaluations of one checkpoint give identical metrics (timings aside)."""
+    runs = []
+    for name in ("a", "b"):
+        evaluate_model(model, data / "data.nc", data / "stats.json", tmp_path / name, dataset="b", arm="op", seed=0)
+        table = pd.read_csv(tmp_path / name / "summary.csv")
+        runs.append(table[~table["metric"].isin(["rollout_seconds", "final_frame_seconds", "peak_mem_mb"])])
+    pd.testing.assert_frame_equal(runs[0].reset_index(drop=True), runs[1].reset_index(drop=True))
 
 
 def test_coarse_solver_is_accurate_and_timed(data, tmp_path):

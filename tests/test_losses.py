@@ -86,6 +86,16 @@ def test_latent_norm_penalty_value():
     assert L.latent_norm_penalty(torch.full((2, 4, 3), 2.0)) == 4.0
 
 
+def test_latent_drift_is_the_squared_relative_norm_error_and_scale_free():
+    target = torch.randn(2, 3, 4, 8)
+    assert L.latent_drift(target, target) == 0
+    # every predicted token 1.5x the norm of its target: (1.5 - 1)^2 = 0.25, at any scale
+    for scale in (1e-3, 1.0, 1e3):
+        assert L.latent_drift(1.5 * scale * target, scale * target) == pytest.approx(0.25)
+    rotated = target.flip(-1)  # same norms, other direction: no drift in norm
+    assert L.latent_drift(rotated, target) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_divergence_of_linear_field_is_two_exactly():
     # u = (x, y) on an anisotropic grid: a swapped spacing would give dx/dy + dy/dx != 2.
     x = torch.arange(10, dtype=torch.float64) * 0.1
@@ -159,6 +169,10 @@ def term(name, model, u, pos):
         "inverse_encoding": lambda: L.inverse_encoding_loss(enc, model.decode, u, pos),
         "inverse_decoding": lambda: L.inverse_decoding_loss(enc, model.decode, enc(u, pos), pos),
         "latent_norm": lambda: L.latent_norm_penalty(enc(u, pos)),
+        # rolled-out latents against the (frozen) true ones: trains the approximator only
+        "latent_drift": lambda: L.latent_drift(
+            torch.stack([model.step(enc(u, pos).detach(), cond[:, s]) for s in range(3)], 1),
+            torch.randn(2, 3, *enc(u, pos).shape[1:]).detach()),
         # the decoder alone is trained here: the latent comes from a frozen upstream
         "divergence": lambda: L.divergence_penalty(
             model.decode(enc(u, pos).detach(), pos).reshape(2, *GRID, 2), spacing),
@@ -182,6 +196,7 @@ TRAINS = {
     "inverse_encoding": ({"encoder", "decoder"}, {"approximator"}),
     "inverse_decoding": ({"encoder", "decoder"}, {"approximator"}),
     "latent_norm": ({"encoder"}, {"approximator", "decoder"}),
+    "latent_drift": ({"approximator"}, {"encoder", "decoder"}),
     "divergence": ({"decoder"}, {"encoder", "approximator"}),
 }
 

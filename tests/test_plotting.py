@@ -16,7 +16,8 @@ import xarray as xr  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
 from upt.errors import UptError  # noqa: E402
-from upt.plotting import (FIGURES, format_interval, main_table, markdown_table, plot_all,  # noqa: E402
+from upt.plotting import (FIGURES, claims_figure, claims_table, modes_table,  # noqa: E402
+                          format_interval, main_table, markdown_table, plot_all,
                           plot_command, sweep_arms)
 
 SEEDS, MODES, TIMES = (0, 1), ("latent", "physical"), np.linspace(0.1, 0.5, 5)
@@ -73,6 +74,12 @@ def _build(root, dataset: str, sweeps: bool, grid: tuple[int, ...], full: bool =
                       "mean": v.mean(), "ci_low": v.mean() - half, "ci_high": v.mean() + half,
                       "diff_mean": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan, "reference": REF})
     pd.DataFrame(stats).to_csv(folder / "summary_stats.csv", index=False)
+    judged = [("a claim", "supported", -0.3, -0.4, -0.2), ("another", "inconclusive", 0.05, -0.1, 0.2)]
+    pd.DataFrame([{"claim": c, "arm": REF, "control": "persistence", "metric": "nrmse", "mode": "latent",
+                   "expected": "lower", "effect": e, "ci_low": lo, "ci_high": hi, "n_seeds": len(SEEDS),
+                   "verdict": v, "predicted_low": -0.25, "predicted_high": -0.1, "arm_mean": 1.0,
+                   "control_mean": 1.0, "note": ""} for c, v, e, lo, hi in judged]).to_csv(folder / "claims.csv",
+                                                                                          index=False)
     if full:
         _write_curves_and_training(folder, dataset, arms, curves)
     _write_predictions(folder, dataset, grid)
@@ -139,7 +146,7 @@ def test_missing_sweep_is_skipped_with_a_reason(results, tmp_path, caplog):
         written = plot_all(results, "diffreact2d", tmp_path)
     names = {p.name for p in written}
     drawn = {name for name in FIGURES if {f"{name}.png", f"{name}.pdf"} <= names}
-    assert drawn == {"metric_bars", "latent_vs_physical", "prediction_vs_truth"}  # 2D snapshots
+    assert drawn == {"metric_bars", "latent_vs_physical", "prediction_vs_truth", "claims"}  # 2D snapshots
     for name, reason in (("token_scaling", "no tokens sweep"), ("width_scaling", "no width sweep"),
                          ("error_vs_time", "no curves.nc"), ("training_curves", "no training.csv")):
         assert f"diffreact2d: skipping {name}: {reason}" in caplog.text
@@ -163,14 +170,29 @@ def test_sweeps_come_from_arms_json():
 
 def test_main_table_cell_is_mean_plus_minus_half_width(results):
     stats = pd.read_csv(results / "burgers1d" / "summary_stats.csv")
-    table = main_table(stats)
     seeds = np.array([_level(REF, "latent", s) for s in SEEDS])  # 0.12 and 0.14
     mean = seeds.mean()
     half = 12.706204736 * seeds.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) s / sqrt(n)
+    table = modes_table(stats)
     assert table.loc[REF, "nRMSE (latent)"] == f"{mean:.2f} ± {half:.2f}" == "0.13 ± 0.13"
     assert table.index[0] == REF and table.index[-1] == "persistence"
     assert table.loc["persistence", "nRMSE (latent)"] == "—"  # never filled from another mode
     assert "solver" not in table.index
+    # The main table: each row's own rollout mode, said in its mode column
+    table = main_table(stats)
+    assert table.loc[REF, "nRMSE (mean)"] == "0.13 ± 0.13" and table.loc[REF, "mode"] == "latent"
+    persistence = np.array([_level("persistence", "physical", s) for s in SEEDS]).mean()
+    assert table.loc["persistence", "mode"] == "physical"
+    assert table.loc["persistence", "nRMSE (mean)"].startswith(f"{persistence:.1f}")
+    assert table.index[0] == REF and table.index[-1] == "persistence"
+
+
+def test_claims_table_and_figure(results):
+    claims = pd.read_csv(results / "burgers1d" / "claims.csv")
+    table = claims_table(claims)
+    assert table.loc["a claim", "effect [95% CI]"] == "-30.0% [-40.0%, -20.0%]"
+    assert table.loc["another", "verdict"] == "**inconclusive**"
+    assert claims_figure(claims) is not None
 
 
 def test_markdown_table_without_tabulate():

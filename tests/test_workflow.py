@@ -46,6 +46,9 @@ def test_dry_run_parses_default_and_pdebench_configs(tmp_path):
     (lambda c: c["datasets"]["burgers1d"]["convert"].update(reduce_x=0), "reduce_x"),
     (lambda c: c["datasets"]["burgers1d"].update(convrt={}), "convrt"),
     (lambda c: c["datasets"]["burgers1d"]["source"]["generate"].update(samples="many"), "samples"),
+    (lambda c: c.update(reference_arm="smal"), "reference_arm: unknown arm 'smal'"),
+    (lambda c: c["claims"][0].update(control="nope"), "claims[0].control: unknown arm 'nope'"),
+    (lambda c: c["arms"].update(wide={"model": {"tokens": 64}}), "arms.wide.model on dataset burgers1d: tokens=64"),
 ])
 def test_invalid_config_fails_naming_the_key(tmp_path, edit, needle):
     config = yaml.safe_load(TEST_CONFIG.read_text())
@@ -77,8 +80,13 @@ def test_all_ablations_end_to_end(tmp_path):
     assert (results / "benchmarks" / "burgers1d" / "train" / "joint" / "seed0" / "joint.tsv").exists()
 
     stats = pd.read_csv(results / "burgers1d" / "summary_stats.csv")
-    assert {"small", "joint", "distill", "fno", "persistence", "coarse-solver"} <= set(stats["arm"])
-    assert set(stats.query("arm == 'small'")["mode"]) == {"latent", "physical", "one-step", "latent-superres", "all"}
+    assert {"small", "joint", "distill", "fno", "persistence", "mean", "coarse-solver"} <= set(stats["arm"])
+    assert set(stats.query("arm == 'small'")["mode"]) == {"latent", "physical", "one-step", "latent-superres",
+                                                          "reconstruction", "all"}
+    assert {"nrmse_step1", "nrmse_step5", "corr_step10"} <= set(stats.query("arm == 'mean'")["metric"])
+    claims = pd.read_csv(results / "burgers1d" / "claims.csv")
+    assert list(claims["arm"]) == ["joint"] and claims["verdict"].isin(["supported", "refuted", "inconclusive"]).all()
+    assert (results / "figures" / "burgers1d" / "claims_table.md").read_text().startswith("| claim |")
     summary = pd.read_csv(results / "burgers1d" / "summary.csv")
     assert list(summary.columns[:6]) == ["dataset", "arm", "seed", "mode", "metric", "value"]
     figures = results / "figures" / "burgers1d"

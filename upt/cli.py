@@ -16,11 +16,20 @@ from upt.errors import Preempted, UptError
 
 
 def _generate(args: argparse.Namespace) -> None:
+    if args.pde != "ns2d" and (args.t_end is not None or args.frames is not None):
+        raise UptError(f"--t-end and --frames apply to ns2d only; {args.pde} has PDEBench's fixed frames")
     if args.pde == "burgers1d":
         from upt.data.solvers.burgers import generate_burgers1d
 
-        generate_burgers1d(args.out, samples=args.samples, nu=args.nu, resolution=args.resolution,
-                           seed=args.seed)
+        generate_burgers1d(args.out, samples=args.samples, nu=0.01 if args.nu is None else args.nu,
+                           resolution=args.resolution, seed=args.seed)
+    elif args.pde == "ns2d":
+        from upt.data.solvers import ns2d
+
+        ns2d.generate_ns2d(args.out, samples=args.samples, resolution=args.resolution,
+                           nu=ns2d.NU if args.nu is None else args.nu, seed=args.seed,
+                           t_end=ns2d.T_END if args.t_end is None else args.t_end,
+                           frames=ns2d.FRAMES if args.frames is None else args.frames)
     else:
         from upt.data.solvers.diffreact import generate_diffreact2d
 
@@ -108,12 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="run an embedded solver and write PDEBench's HDF5 layout")
-    p.add_argument("pde", choices=["burgers1d", "diffreact2d"])
+    p.add_argument("pde", choices=["burgers1d", "diffreact2d", "ns2d"])
     p.add_argument("out", type=Path)
     p.add_argument("--samples", type=int, required=True)
-    p.add_argument("--resolution", type=int, required=True, help="grid points per spatial axis")
-    p.add_argument("--nu", type=float, default=0.01, help="Burgers viscosity (PDEBench's nu; the PDE uses nu/pi)")
+    p.add_argument("--resolution", type=int, required=True,
+                   help="grid points per spatial axis (even for ns2d)")
+    p.add_argument("--nu", type=float, default=None,
+                   help="viscosity: Burgers' PDEBench nu (the PDE uses nu/pi; default 0.01) or ns2d's (1e-3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--t-end", type=float, default=None, help="ns2d: last saved time (default 50)")
+    p.add_argument("--frames", type=int, default=None, help="ns2d: saved frames in [0, t-end] (default 51)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("download", help="fetch PDEBench files, MD5-verified, resumable")
@@ -172,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None, help="the arm's final checkpoint")
     p.add_argument("--fine-data", type=Path, default=None, help="the same test data on a finer grid")
     p.add_argument("--baseline", choices=["persistence", "mean", "coarse-solver"], default=None)
-    p.add_argument("--solver", choices=["burgers1d", "diffreact2d"], default=None)
+    p.add_argument("--solver", choices=["burgers1d", "diffreact2d", "ns2d"], default=None)
     p.add_argument("--coarsen", type=int, default=4, help="coarse-solver grid: this many times coarser")
     p.add_argument("--history", type=int, default=1, help="given frames for a baseline")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 10],

@@ -37,15 +37,19 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def resolve_arm(config: dict, arm: str) -> dict:
-    """base + the arm's overrides; ``model.match_params_of: <arm>`` becomes ``model.match``, that
-    arm's model, so a baseline can be sized to the same parameter count."""
+def resolve_arm(config: dict, arm: str, dataset: str | None = None) -> dict:
+    """base + the dataset's own ``base`` overrides (e.g. a 2D grid's patch size) + the arm's
+    overrides; ``model.match_params_of: <arm>`` becomes ``model.match``, that arm's model on the
+    same dataset, so a baseline can be sized to the same parameter count."""
     if arm not in config["arms"]:
         raise KeyError(f"unknown arm {arm!r}; the config defines {', '.join(config['arms'])}")
-    resolved = deep_merge(config["base"], config["arms"][arm])
+    base = config["base"]
+    if dataset is not None:
+        base = deep_merge(base, config["datasets"][dataset].get("base", {}))
+    resolved = deep_merge(base, config["arms"][arm])
     other = resolved["model"].pop("match_params_of", None)
     if other is not None:
-        resolved["model"]["match"] = resolve_arm(config, other)["model"]
+        resolved["model"]["match"] = resolve_arm(config, other, dataset)["model"]
     return resolved
 
 
@@ -79,7 +83,7 @@ def plan(config: dict, dataset: str) -> dict[str, list[StageRun]]:
     owners: dict[str, StageRun] = {}
     chains = {}
     for arm_name in arms_of(config, dataset):
-        arm = resolve_arm(config, arm_name)
+        arm = resolve_arm(config, arm_name, dataset)
         chain, signature, previous, encoder = [], [], None, None
         for stage in arm["pipeline"]:
             settings = stage_settings(arm, stage, seed=0)
@@ -125,6 +129,8 @@ def grid_of(dataset: dict) -> tuple[int, ...] | None:
         return None
     reduce_x = int(dataset.get("convert", {}).get("reduce_x", 1))
     dims = 1 if generate["pde"] == "burgers1d" else 2
+    if generate["resolution"] % reduce_x:
+        raise ValueError(f"resolution {generate['resolution']} is not divisible by convert.reduce_x {reduce_x}")
     return (int(generate["resolution"]) // reduce_x,) * dims
 
 
@@ -152,14 +158,19 @@ def check_config(config: dict) -> None:
     for dataset_name, dataset in config["datasets"].items():
         for arm in dataset.get("arms") or []:
             known(arm, f"datasets.{dataset_name}.arms")
+        if "reference_arm" in config and config["reference_arm"] not in arms_of(config, dataset_name):
+            raise ValueError(f"datasets.{dataset_name}.arms: the reference arm {config['reference_arm']!r} "
+                             f"must be among them (tables and figures compare against it)")
         grid = grid_of(dataset)
         if grid is None:
             continue
         for arm_name in arms_of(config, dataset_name):
-            model = resolve_arm(config, arm_name)["model"]
+            model = resolve_arm(config, arm_name, dataset_name)["model"]
             if model.get("family", "upt") != "upt":
                 continue
             fields = {k: v for k, v in model.items() if k in PRESETS[model["preset"]].__dataclass_fields__}
             size = dataclasses.replace(PRESETS[model["preset"]], **fields)
+            if "observed_fraction" in model and model.get("encoder", "grid") != "mesh":
+                raise ValueError(f"arms.{arm_name}.model.observed_fraction: a point-cloud view needs encoder: mesh")
             for error in size_errors(size, grid, model.get("encoder", "grid")):
                 raise ValueError(f"arms.{arm_name}.model on dataset {dataset_name}: {error}")

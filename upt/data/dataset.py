@@ -119,7 +119,7 @@ class FieldDataset(torch.utils.data.Dataset):
         frames = self._frames(sample, start, start + self.history + self.horizon)
         return {"u": history_windows(frames[: self.history], self.history)[0],
                 "target": frames[self.history:], "cond": self.cond_for(start, self.horizon),
-                "sample": sample, "start": start}
+                "sample": sample, "start": start, "trajectory": int(self.sample_ids[sample])}
 
     def trajectory(self, i: int) -> torch.Tensor:
         """The normalized whole trajectory [T, N, C] of split-sample i (latent cache, rollouts)."""

@@ -164,9 +164,13 @@ def _open_ns_incomp(path: Path, h5: h5py.File) -> PDEBenchFile:
     names = ["Vx", "Vy"] + (["particles"] if "particles" in h5 else [])
     t = _require(path, h5, "t")[:]
     t = t[0] if t.ndim == 2 else t
-    # The file stores no grid: PDEBench's solver uses the unit square with cell-centred points.
-    coords = {"time": _check_len(path, "t", t, nt), "x": (np.arange(nx) + 0.5) / nx,
-              "y": (np.arange(ny) + 0.5) / ny}
+    # PDEBench's files store no grid (its solver uses the unit square with cell-centred points);
+    # upt's ns2d files store theirs, the FFT grid i / N.
+    coords = {"time": _check_len(path, "t", t, nt)}
+    for dim, size in (("x", nx), ("y", ny)):
+        key = f"{dim}-coordinate"
+        coords[dim] = (_check_len(path, key, h5[key][:], size) if key in h5
+                       else (np.arange(size) + 0.5) / size)
     return PDEBenchFile(path, h5, "ns_incomp", n, names, coords, _numeric_attrs(h5))
 
 

@@ -3,7 +3,8 @@ coarser grid.
 
 Both predict from the last given frame, in physical units, and are scored by the same code as the
 surrogates. The solver baselines know the PDE from the dataset (``solver``): ``burgers1d`` reads
-the viscosity from the file attribute ``pde_Nu``; ``diffreact2d`` has fixed coefficients.
+the viscosity from the file attribute ``pde_Nu``; ``diffreact2d`` has fixed coefficients; ``ns2d``
+reads ``pde_Nu`` and uses the generator's fixed forcing.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import torch.nn.functional as F
 
 from upt.data.solvers.burgers import solve_burgers
 from upt.data.solvers.diffreact import solve_diffreact
+from upt.data.solvers.ns2d import solve_ns2d_velocity
 from upt.errors import UptError
 from upt.evaluation.rollout import TestSet
 
-SOLVERS = ("burgers1d", "diffreact2d")
+SOLVERS = ("burgers1d", "diffreact2d", "ns2d")
 
 
 def persistence(test: TestSet) -> torch.Tensor:
@@ -53,6 +55,12 @@ def solve(test: TestSet, solver: str, nu: float | None, coarsen: int = 1) -> tor
         coarse = state[..., 0].reshape(len(state), -1, coarsen).mean(-1)  # cell averages
         out = solve_burgers(coarse, nu, t_save)[:, 1:]  # [S, steps, N / coarsen]
         fine = _upsample(torch.from_numpy(out).float(), coarsen, periodic=True)[..., None]
+    elif solver == "ns2d":
+        if nu is None:
+            raise UptError(f"{data.path}: the ns2d solver needs the viscosity attribute 'pde_Nu'")
+        # Spectral resampling both ways: the coarse grid keeps the modes it resolves.
+        out = solve_ns2d_velocity(state[..., :2], nu, t_save, data.grid_shape[0] // coarsen)[:, 1:]
+        fine = torch.from_numpy(out).float()  # [S, steps, X, Y, 2]
     else:
         n = data.grid_shape[0]
         u, v = (torch.from_numpy(state[..., i]).float()[:, None] for i in range(2))

@@ -9,8 +9,8 @@ import torch
 from upt.data.dataset import history_windows
 from upt.errors import UptError
 from upt.evaluation import baselines
-from upt.evaluation.rollout import (HORIZONS, TestSet, latent_drift, reconstruction, score, timed,
-                                    write_results)
+from upt.evaluation.rollout import (HORIZONS, TestSet, divergence_rms, latent_drift, reconstruction, score,
+                                    timed, write_results)
 from upt.models.presets import count_parameters
 from upt.training.checkpoint import load_checkpoint
 
@@ -31,19 +31,21 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
     generator = torch.Generator().manual_seed(seed)
     correct = (lambda z: corrector.correct(z, generator=generator)) if corrector is not None else None
 
+    ids = test.trajectories()
+
     def rollout(mode, query_pos=None, last_only=False):
         return torch.cat([
             model.rollout(u, pos.expand(len(u), -1, -1), c, test.steps, grid_shape=grid, mode=mode,
-                          correct=correct, last_only=last_only,
+                          correct=correct, last_only=last_only, mask=mask_of(model, t, pos),
                           query_pos=None if query_pos is None else query_pos.expand(len(u), -1, -1))
-            for u, c in zip(u0.split(batch_size), cond.split(batch_size))])
+            for u, c, t in zip(u0.split(batch_size), cond.split(batch_size), ids.split(batch_size))])
 
     results, predictions, rows = {}, {}, [{"mode": "all", "metric": "params", "value": count_parameters(model)}]
     modes = getattr(model, "rollout_modes", MODES)  # the FNO baseline has no latent space
-    u, c = u0[:batch_size], cond[:batch_size]
+    u, c, t = u0[:batch_size], cond[:batch_size], ids[:batch_size]
     with torch.no_grad():  # one step per mode first: the first calls' one-off costs (allocator
         for mode in modes:  # growth, kernel selection) would otherwise be charged to the first mode timed
-            model.rollout(u, pos.expand(len(u), -1, -1), c, 1, grid_shape=grid, mode=mode)
+            model.rollout(u, pos.expand(len(u), -1, -1), c, 1, grid_shape=grid, mode=mode, mask=mask_of(model, t, pos))
     for mode in modes:
         predicted, seconds, peak = timed(lambda: rollout(mode))
         results[mode], predictions[mode] = score(test, predicted, horizons=horizons), predicted
@@ -53,6 +55,7 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
             _, final_seconds, _ = timed(lambda: rollout(mode, last_only=True))
             rows.append({"mode": mode, "metric": "final_frame_seconds", "value": final_seconds})
     results["one-step"] = score(test, one_step(model, test, correct, batch_size), horizons=horizons)
+    rows += divergence_rows(test, predictions)
     if "latent" in modes:
         results["reconstruction"] = score(test, reconstruction(test, model), horizons=horizons)
         rows += [{"mode": "latent", "metric": k, "value": v} for k, v in latent_drift(test, model, correct).items()]
@@ -66,6 +69,22 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
     write_results(Path(out_dir), dataset, arm, seed, results, test, predictions, rows)
 
 
+def divergence_rows(test: TestSet, predictions: dict) -> list[dict]:
+    """``divergence_rms`` of each mode's predicted velocity and of the truth (2D velocity data only)."""
+    truth = divergence_rms(test, test.frames[:, test.data.history:])
+    if truth is None:
+        return []
+    return [{"mode": "truth", "metric": "divergence_rms", "value": truth}] + [
+        {"mode": mode, "metric": "divergence_rms", "value": divergence_rms(test, frames)}
+        for mode, frames in predictions.items()]
+
+
+def mask_of(model, trajectories: torch.Tensor, pos: torch.Tensor):
+    """The points a point-cloud view observes of these trajectories (None: all of them, or the FNO)."""
+    observe = getattr(model, "observation_mask", None)
+    return None if observe is None else observe(trajectories, pos.shape[0])
+
+
 @torch.no_grad()
 def one_step(model, test: TestSet, correct, batch_size: int) -> torch.Tensor:
     """Teacher-forced: each frame predicted from the true frames before it. [S, steps, N, C]."""
@@ -73,11 +92,12 @@ def one_step(model, test: TestSet, correct, batch_size: int) -> torch.Tensor:
     windows = history_windows(test.frames, h)[:, : test.steps]  # [S, steps, N, hC]
     cond = test.cond()
     flat_u, flat_c = windows.flatten(0, 1), cond.flatten(0, 1)
+    flat_t = test.trajectories().repeat_interleave(test.steps)
     pos = test.data.pos
     out = []
-    for u, c in zip(flat_u.split(batch_size), flat_c.split(batch_size)):
+    for u, c, t in zip(flat_u.split(batch_size), flat_c.split(batch_size), flat_t.split(batch_size)):
         out.append(model.rollout(u, pos.expand(len(u), -1, -1), c[:, None], 1, grid_shape=test.data.grid_shape,
-                                 correct=correct)[:, 0])
+                                 correct=correct, mask=mask_of(model, t, pos))[:, 0])
     return torch.cat(out).unflatten(0, (s, test.steps))
 
 
@@ -109,4 +129,5 @@ def evaluate_baseline(kind: str, data: str | Path, stats: str | Path, out_dir: s
              {"mode": "physical", "metric": "peak_mem_mb", "value": peak},
              {"mode": "all", "metric": "params", "value": 0}]
     results = {"physical": score(test, predicted, horizons=horizons)}
+    rows += divergence_rows(test, {"physical": predicted})
     write_results(Path(out_dir), dataset, kind, seed, results, test, {"physical": predicted}, rows)

@@ -56,6 +56,10 @@ class TestSet:
     def cond(self) -> torch.Tensor:
         return self.data.cond_for(0, self.steps).expand(len(self.frames), -1, -1)
 
+    def trajectories(self) -> torch.Tensor:
+        """The trajectories' ids in the source file [S] (a point-cloud view's subsets follow them)."""
+        return torch.as_tensor(self.data.sample_ids, dtype=torch.long)
+
     def physical(self, frames: torch.Tensor) -> np.ndarray:
         """Normalized [S, T, N, C] -> denormalized [S, T, *grid, C] for the metrics."""
         s, t, _, c = frames.shape
@@ -113,9 +117,12 @@ def reconstruction(test: TestSet, model, batch_size: int = 64) -> torch.Tensor:
     history window on the test grid: the autoencoder's floor, which no rollout of this model beats."""
     windows = history_windows(test.frames, test.data.history)[:, 1:]  # windows ending at frames h..T-1
     flat, pos, grid = windows.flatten(0, 1), test.data.pos, test.data.grid_shape
+    ids = test.trajectories().repeat_interleave(windows.shape[1])
     with torch.no_grad():
-        out = torch.cat([model.decode(model.encode(u, pos.expand(len(u), -1, -1), grid), pos.expand(len(u), -1, -1))
-                         for u in flat.split(batch_size)])
+        out = torch.cat([model.decode(model.encode(u, pos.expand(len(u), -1, -1), grid,
+                                                   model.observation_mask(t, pos.shape[0])),
+                                      pos.expand(len(u), -1, -1))
+                         for u, t in zip(flat.split(batch_size), ids.split(batch_size))])
     return out.unflatten(0, windows.shape[:2])
 
 
@@ -129,9 +136,9 @@ def latent_drift(test: TestSet, model, correct=None, batch_size: int = 64) -> di
     cond = test.cond()
     ratios = []
     with torch.no_grad():
-        for w, c in zip(windows.split(batch_size), cond.split(batch_size)):
-            p = pos.expand(len(w), -1, -1)
-            true = torch.stack([model.encode(w[:, j], p, grid) for j in range(w.shape[1])], dim=1)
+        for w, c, t in zip(windows.split(batch_size), cond.split(batch_size), test.trajectories().split(batch_size)):
+            p, mask = pos.expand(len(w), -1, -1), model.observation_mask(t, pos.shape[0])
+            true = torch.stack([model.encode(w[:, j], p, grid, mask) for j in range(w.shape[1])], dim=1)
             z, steps = true[:, 0], []
             for s in range(test.steps):
                 z = model.step(z, c[:, s])
@@ -140,6 +147,21 @@ def latent_drift(test: TestSet, model, correct=None, batch_size: int = 64) -> di
             ratios.append(torch.stack(steps, dim=1))  # [B, steps, tokens]
     deviation = (torch.cat(ratios) - 1).abs().mean(dim=(0, 2))  # per step
     return {"latent_drift": float(deviation.mean()), "latent_drift_final": float(deviation[-1])}
+
+
+def divergence_rms(test: TestSet, frames: torch.Tensor) -> float | None:
+    """RMS of div v (central differences, physical units) of normalized frames [S, T, N, C] of a 2D
+    velocity field (fields Vx and Vy), None for other data: how incompressible a prediction is,
+    beside the same operator applied to the truth (mode ``truth``)."""
+    data = test.data
+    if not {"Vx", "Vy"} <= set(data.fields) or len(data.grid_shape) != 2:
+        return None
+    from upt.losses import divergence
+
+    v = data.denormalize(frames)[..., [data.fields.index("Vx"), data.fields.index("Vy")]]
+    v = v.reshape(-1, *data.grid_shape, 2)
+    spacing = tuple(float(np.diff(data.coords[d][:2])[0]) for d in ("x", "y"))
+    return float(divergence(v, spacing).square().mean().sqrt())
 
 
 def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dict, test: TestSet,

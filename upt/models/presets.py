@@ -31,6 +31,7 @@ def build_model(
     encoder: str = "grid",
     approximator: str | None = None,
     grid_shape=None,
+    observed_fraction: float | None = None,
     **overrides,
 ) -> UPT:
     """A UPT of the named size; `approximator` None keeps the preset's, overrides replace fields."""
@@ -41,6 +42,9 @@ def build_model(
         raise UptError(f"unknown model option(s) {sorted(unknown)} for preset {preset!r}")
     size = dataclasses.replace(PRESETS[preset], **overrides)
     approximator = approximator or size.approximator
+    if observed_fraction is not None and (encoder != "mesh" or not 0 < observed_fraction <= 1):
+        raise UptError(f"observed_fraction={observed_fraction}: a point-cloud view needs encoder 'mesh' and a "
+                       f"fraction in (0, 1]")
     if grid_shape is not None:
         errors = size_errors(size, grid_shape, encoder)
         if errors:
@@ -82,7 +86,7 @@ def build_model(
         hidden=size.dec_hidden, mlp_ratio=size.mlp_ratio, log_clamp=size.log_clamp,
         num_freqs=dec_freqs,
     )
-    return UPT(enc, approx, dec, history=history, fields=fields)
+    return UPT(enc, approx, dec, history=history, fields=fields, observed_fraction=observed_fraction)
 
 
 def parameter_table() -> str:

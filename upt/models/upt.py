@@ -19,10 +19,27 @@ class UPT(nn.Module):
         decoder: nn.Module,
         history: int = 1,
         fields: int = 1,
+        observed_fraction: float | None = None,
     ):
         super().__init__()
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
         self.history, self.fields = history, fields
+        # A point-cloud view of grid data: each trajectory is seen at its own fixed random subset of
+        # the points (this fraction of them), as a mesh or particle code would sample it.
+        self.observed_fraction = observed_fraction
+
+    def observation_mask(self, trajectory: torch.Tensor | None, n_points: int) -> torch.Tensor | None:
+        """[B, N] True at the points trajectory ids ``trajectory`` [B] are observed at (None: all).
+
+        Each trajectory's subset is a function of its id alone (the id seeds the draw), so training,
+        the latent cache and evaluation see the same points of the same trajectory."""
+        if self.observed_fraction is None or trajectory is None:
+            return None
+        keep = max(1, round(self.observed_fraction * n_points))
+        mask = torch.zeros(len(trajectory), n_points, dtype=torch.bool)
+        for row, t in enumerate(trajectory.tolist()):
+            mask[row, torch.randperm(n_points, generator=torch.Generator().manual_seed(int(t)))[:keep]] = True
+        return mask.to(trajectory.device)
 
     def encode(self, u, pos, grid_shape=None, mask=None) -> torch.Tensor:
         if mask is None:

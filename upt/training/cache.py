@@ -44,7 +44,9 @@ def build_cache(encoder_checkpoint: str | Path, data: str | Path, stats: str | P
             frames = ds.trajectory(i)  # [T, N, C]
             windows = history_windows(frames, history)  # [T', N, hC]
             pos = ds.pos.expand(batch_size, -1, -1)
-            latents.append(torch.cat([model.encode(w, pos[: len(w)], ds.grid_shape)
+            mask = model.observation_mask(torch.tensor([int(ds.sample_ids[i])]), ds.pos.shape[0])
+            latents.append(torch.cat([model.encode(w, pos[: len(w)], ds.grid_shape,
+                                                   None if mask is None else mask.expand(len(w), -1))
                                       for w in windows.split(batch_size)]))
         cond = ds.cond_for(0, steps - 1).expand(ds.n_samples, -1, -1).contiguous()
         cache["splits"][split] = {"z": torch.stack(latents), "cond": cond}

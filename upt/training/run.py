@@ -75,7 +75,8 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         if base is not None:
             _copy_modules(base[0], model, ("encoder", "decoder"))
         if stage == "autoencoder":
-            module = stages.AutoencoderStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"))
+            module = stages.AutoencoderStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"),
+                                             divergence=_divergence_scales(train))
         elif stage == "fno":
             module = stages.FNOStage(model, weights, train.pos, train.grid_shape)
         else:

@@ -29,7 +29,7 @@ from upt.models.diffusion import DiffusionCorrector, consistency_loss, distillat
 from upt.models.upt import UPT
 
 LOSS_TERMS = {
-    "autoencoder": ("reconstruction", "latent_norm"),
+    "autoencoder": ("reconstruction", "latent_norm", "divergence"),
     "operator": ("next_step", "rollout", "latent_drift"),
     "joint": ("next_step", "rollout", "inverse_encoding", "inverse_decoding", "latent_norm",
               "spectral", "mean_consistency", "divergence"),
@@ -76,8 +76,11 @@ class FieldStage(Stage):
             return None
         return torch.randperm(n, generator=generator)[: self.queries].to(self.pos.device)
 
-    def encode(self, u):
-        return self.model.encode(u, self.pos.expand(u.shape[0], -1, -1), self.grid_shape)
+    def encode(self, u, batch, pos=None):
+        """E(u) at the grid points, or at the trajectory's own subset of them (point-cloud view)."""
+        mask = self.model.observation_mask(batch.get("trajectory"), self.pos.shape[0])
+        pos = self.pos.expand(u.shape[0], -1, -1) if pos is None else pos
+        return self.model.encode(u, pos, self.grid_shape, mask)
 
 
 def advance(model: UPT, z: torch.Tensor, cond: torch.Tensor, steps: int) -> torch.Tensor:
@@ -97,19 +100,25 @@ def _select(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
 class AutoencoderStage(FieldStage):
     name = "autoencoder"
 
-    def __init__(self, model, weights, pos, grid_shape, queries=None):
+    def __init__(self, model, weights, pos, grid_shape, queries=None, divergence=None):
         super().__init__(model, weights, (model.encoder, model.decoder), pos, grid_shape, queries)
+        # divergence: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) for incompressible flow
+        self.divergence = divergence
 
     def forward(self, batch, generator):
         u = batch["u"]
         index = self.query_index(generator)
-        z = self.encode(u)
+        z = self.encode(u, batch)
         pos_q = _select(self.pos, index).expand(u.shape[0], -1, -1)
         latest = _select(u[..., -self.model.fields:], index)
         return losses.combine({
             "reconstruction": (self.weight("reconstruction"),
                                lambda: losses.next_step_mse(self.model.decode(z, pos_q), latest)),
             "latent_norm": (self.weight("latent_norm"), lambda: losses.latent_norm_penalty(z)),
+            # the divergence prior on the decoded velocity, on the whole grid
+            "divergence": (self.weight("divergence"), divergence_term(
+                self.divergence, lambda: self.model.decode(z, self.pos.expand(u.shape[0], -1, -1)),
+                self.grid_shape)),
         })
 
 
@@ -130,7 +139,7 @@ class JointStage(FieldStage):
         index = self.query_index(generator)
         pos = self.pos.expand(b, -1, -1)
         pos_q = _select(self.pos, index).expand(b, -1, -1)
-        z = self.encode(u)
+        z = self.encode(u, batch)
         cache = {}
 
         def latents():  # z_1 .. z_horizon, computed once for every term that needs them
@@ -156,25 +165,29 @@ class JointStage(FieldStage):
                 lambda *_: z, lambda zz, _: self.model.decode(zz, pos_q), u, pos,
                 target=_select(u[..., -fields:], index))),
             "inverse_decoding": (self.weight("inverse_decoding"), lambda: losses.inverse_decoding_loss(
-                lambda uu, p: self.model.encode(uu, p, self.grid_shape), self.model.decode, z, pos,
+                lambda uu, p: self.encode(uu, batch, p), self.model.decode, z, pos,
                 context=u[..., :-fields] if u.shape[-1] > fields else None)),
             "latent_norm": (self.weight("latent_norm"), lambda: losses.latent_norm_penalty(z)),
             "spectral": (self.weight("spectral"), lambda: losses.spectral_loss(
                 next_full(), target[:, 0], self.grid_shape)),
             "mean_consistency": (self.weight("mean_consistency"), lambda: losses.mean_consistency(
                 next_full(), target[:, 0])),
-            "divergence": (self.weight("divergence"), self._divergence(next_full)),
+            "divergence": (self.weight("divergence"), divergence_term(self.divergence, next_full, self.grid_shape)),
         })
 
-    def _divergence(self, next_full):
-        def term():
-            if self.divergence is None:
-                raise ValueError("the divergence penalty needs Vx and Vy on a 2D grid")
-            ix, iy, (sx, sy) = self.divergence
-            # Normalized fields: d(std * v_n)/dx = std * dv_n/dx, so scale the spacing by 1/std.
-            v = next_full()[..., [ix, iy]].reshape(-1, *self.grid_shape, 2)
-            return losses.divergence_penalty(v, (1.0 / sx, 1.0 / sy))
-        return term
+
+def divergence_term(divergence, decoded, grid_shape):
+    """The divergence penalty of a decoded velocity ``decoded()`` [B, N, C] on the grid, as a term.
+
+    ``divergence``: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy)), None without a 2D
+    velocity. Normalized fields: d(std * v_n)/dx = std * dv_n/dx, so the spacing is scaled by 1/std."""
+    def term():
+        if divergence is None:
+            raise ValueError("the divergence penalty needs Vx and Vy on a 2D grid")
+        ix, iy, (sx, sy) = divergence
+        v = decoded()[..., [ix, iy]].reshape(-1, *grid_shape, 2)
+        return losses.divergence_penalty(v, (1.0 / sx, 1.0 / sy))
+    return term
 
 
 class OperatorStage(Stage):

@@ -46,6 +46,18 @@ def _pdebench_files():
 PDEBENCH_FILES = _pdebench_files()
 
 
+def seeds_of(dataset):
+    """The seeds a dataset runs: its own `seeds`, else the config's."""
+    return dataset_config(dataset).get("seeds") or config["seeds"]
+
+
+def generate_options(wildcards):
+    """The generator's optional flags the config sets (each PDE has its own default viscosity)."""
+    gen = dataset_config(wildcards.dataset)["source"]["generate"]
+    flags = {"nu": "--nu", "t_end": "--t-end", "frames": "--frames"}
+    return " ".join(f"{flag} {gen[key]}" for key, flag in flags.items() if gen.get(key) is not None)
+
+
 def frames_option(wildcards):
     frames = dataset_config(wildcards.dataset)["convert"].get("frames")
     return f"--frames {frames}" if frames else ""

@@ -7,6 +7,7 @@ rule generate:
         f"{RESULTS}/{{dataset}}/raw.h5",
     params:
         gen=lambda wc: dataset_config(wc.dataset)["source"]["generate"],
+        options=generate_options,
         version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/generate.log",
@@ -15,7 +16,7 @@ rule generate:
         runtime=30,
     shell:
         "upt generate {params.gen[pde]} {output} --samples {params.gen[samples]}"
-        " --resolution {params.gen[resolution]} --nu {params.gen[nu]} --seed {params.gen[seed]}"
+        " --resolution {params.gen[resolution]} --seed {params.gen[seed]} {params.options}"
         " > {log} 2>&1"
 
 

@@ -104,7 +104,7 @@ rule evaluate_baseline:
         solver=lambda wc: f"--solver {evaluation_config(wc.dataset)['solver']}"
         if evaluation_config(wc.dataset)["solver"] else "",
         coarsen=lambda wc: evaluation_config(wc.dataset)["coarsen"],
-        history=lambda wc: resolve_arm(config, config["reference_arm"])["history"],
+        history=lambda wc: resolve_arm(config, config["reference_arm"], wc.dataset)["history"],
         version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/eval/{{arm}}/seed{{seed}}.log",
@@ -127,19 +127,19 @@ def evaluated_arms(dataset):
 
 def aggregate_inputs(wildcards):
     d = wildcards.dataset
-    evals = [f"{eval_dir(d, arm, seed)}/{name}" for arm in evaluated_arms(d) for seed in config["seeds"]
+    evals = [f"{eval_dir(d, arm, seed)}/{name}" for arm in evaluated_arms(d) for seed in seeds_of(d)
              for name in ("summary.csv", "metrics.nc")]
-    runs = [path for arm in PLANS[d] for seed in config["seeds"] for run in PLANS[d][arm]
+    runs = [path for arm in PLANS[d] for seed in seeds_of(d) for run in PLANS[d][arm]
             for path in (run_path(d, run, seed, "metrics.csv"), run_benchmark(d, run, seed))]
     return sorted(set(evals + runs))
 
 
 def manifest(dataset):
     """What `upt aggregate` collects (see upt/evaluation/aggregate.py)."""
-    arms = {arm: arm_summary(resolve_arm(config, arm)) for arm in PLANS[dataset]}
+    arms = {arm: arm_summary(resolve_arm(config, arm, dataset)) for arm in PLANS[dataset]}
     arms.update({name: {"tokens": None, "dim": None, "approximator": None, "kind": "baseline"}
                  for name in baselines_of(dataset)})
-    seeds = config["seeds"]
+    seeds = seeds_of(dataset)
     return json.dumps({
         "dataset": dataset, "reference": config["reference_arm"], "arms": arms,
         "evals": {arm: {s: eval_dir(dataset, arm, s) for s in seeds} for arm in evaluated_arms(dataset)},
@@ -182,7 +182,7 @@ rule plot:
     """Every figure of one dataset, drawn from its result tables alone."""
     input:
         **AGGREGATE_OUTPUTS,
-        predictions=lambda wc: f"{eval_dir(wc.dataset, config['reference_arm'], config['seeds'][0])}/predictions.nc",
+        predictions=lambda wc: f"{eval_dir(wc.dataset, config['reference_arm'], seeds_of(wc.dataset)[0])}/predictions.nc",
     output:
         report(directory(f"{RESULTS}/figures/{{dataset}}"), patterns=["{name}.png"],
                caption="../report/figures.rst", category="Figures", subcategory="{dataset}"),
