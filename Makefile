@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: install test all_ablations paper_figures dry-run benchmarks clean
+.PHONY: install test all_ablations paper_figures dry-run benchmarks readme clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,17 @@ BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughp
 benchmarks: install
 	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
 	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/
+
+# After `make all_ablations`: copy the default run's tables and main figures into docs/results/ and
+# refill the README's generated blocks from them (no number in the README is typed by hand).
+README_FIGURES := main_table.md modes_table.md claims_table.md error_vs_time.png claims.png prediction_vs_truth.png
+readme: install
+	for d in results/figures/*/; do \
+	  name=$$(basename $$d); mkdir -p docs/results/$$name; \
+	  for f in $(README_FIGURES); do [ ! -f $$d/$$f ] || cp $$d/$$f docs/results/$$name/; done; \
+	  cp results/$$name/summary_stats.csv results/$$name/claims.csv docs/results/$$name/ 2>/dev/null || true; \
+	done
+	$(BIN)/python -m upt.plotting.readme README.md
 
 clean:
 	rm -rf results .snakemake

@@ -1,7 +1,7 @@
 """Peak memory of `upt convert` and `upt stats` on a PDEBench-layout file and on one 4x larger.
 
 Each measurement runs in a fresh process and reads its peak resident set size (ru_maxrss), so the
-numbers include everything the command really holds. The claim under test (DESIGN.md §7): the peak
+numbers include everything the command really holds. The claim under test (docs/architecture.md, "Numbers"): the peak
 does not grow with the file (a 4x larger file, the same peak within 20%).
 
     python benchmarks/bench_data_memory.py [--samples 256] [--out benchmarks/out]

@@ -1,6 +1,6 @@
 """``upt convert``: any PDEBench HDF5 layout -> the canonical netCDF-4 file every later step reads.
 
-Canonical form (DESIGN.md §4): dims ``sample, time, x[, y[, z]]``; one float32 variable per field;
+Canonical form (docs/architecture.md, "Data"): dims ``sample, time, x[, y[, z]]``; one float32 variable per field;
 coordinates ``time``, ``x``, ...; ``sample`` holds the trajectory's index in the source file and
 ``split`` its train/val/test label; attributes carry PDE parameters and provenance.
 

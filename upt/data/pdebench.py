@@ -1,6 +1,6 @@
 """Readers for PDEBench's HDF5 layouts, one class per layout, each reading a block of samples.
 
-PDEBench ships four layouts (DESIGN.md §4). Each reader opens the file once, checks that the keys
+PDEBench ships four layouts (docs/architecture.md, "Data"). Each reader opens the file once, checks that the keys
 its layout needs are there, and then hands out blocks of whole trajectories, already reduced with
 ``[::K]`` in time and space, so conversion never holds more than one block in memory.
 

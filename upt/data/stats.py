@@ -2,7 +2,7 @@
 
 Statistics are merged block by block (Chan et al.'s pairwise update, in float64), so memory stays at
 one block of trajectories whatever the file size, and validation and test trajectories never leak
-into the normalization (DESIGN.md §2.5).
+into the normalization (docs/architecture.md, "Lessons").
 """
 
 from __future__ import annotations

@@ -119,3 +119,11 @@ def judge(summary: pd.DataFrame, claims: list[Claim]) -> pd.DataFrame:
                      "predicted_low": claim.predicted[0], "predicted_high": claim.predicted[1],
                      "arm_mean": arm_mean, "control_mean": control_mean, "note": claim.note})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def median_half_width(claims: pd.DataFrame) -> float:
+    """The run's statistical power in one number: the median, over claims, of the 95% interval's
+    half-width of the relative effect (0.15 = a 15% effect is resolved at the median claim)."""
+    half = (claims["ci_high"].astype(float) - claims["ci_low"].astype(float)) / 2
+    half = half[np.isfinite(half)]
+    return float(half.median()) if len(half) else float("nan")

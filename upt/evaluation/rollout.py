@@ -1,4 +1,4 @@
-"""``upt evaluate``: honest rollouts of one arm and seed on the test split (DESIGN.md §2.2, §6).
+"""``upt evaluate``: honest rollouts of one arm and seed on the test split (docs/architecture.md).
 
 Every reported error is measured in physical units (denormalized with the training statistics),
 on autoregressive rollouts over the whole test horizon from the first ``history`` frames, which are

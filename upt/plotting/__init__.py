@@ -145,10 +145,19 @@ def plot_all(results_dir: str | Path, dataset: str, out_dir: str | Path,
         tables["modes_table.md"] = modes_table(res.summary_stats, res.reference, palette.kinds)
     if res.claims is not None and not res.claims.empty:
         tables["claims_table.md"] = claims_table(res.claims)
+    notes = {}
+    if "claims_table.md" in tables:
+        from upt.evaluation.claims import median_half_width
+
+        verdicts = res.claims["verdict"].value_counts()
+        notes["claims_table.md"] = (
+            f"\n{len(res.claims)} claims judged ({', '.join(f'{n} {v}' for v, n in verdicts.items())}); "
+            f"median 95% half-width of the paired relative effects: "
+            f"{median_half_width(res.claims):.1%} of the control's value.\n")
     for name, table in tables.items():
         target.mkdir(parents=True, exist_ok=True)
         with atomic_output(target / name) as tmp:
-            tmp.write_text(markdown_table(table))
+            tmp.write_text(markdown_table(table) + notes.get(name, ""))
         written.append(target / name)
     if not written:
         log.warning("%s: nothing to plot in %s", dataset, folder)

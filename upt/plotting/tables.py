@@ -1,6 +1,6 @@
 """Selecting rows of ``summary_stats.csv`` and the README's main table.
 
-Every column of the main table holds one metric in one evaluation mode (DESIGN.md §2.6); baselines
+The modes table holds one metric in one evaluation mode per column (docs/architecture.md, "Lessons"); baselines
 have the physical mode only, so their latent cells are empty, never filled from another mode.
 """
 

@@ -4,7 +4,7 @@ Operator, diffusion and distillation stages of frozen-encoder arms read latents 
 so they never run the encoder. The cache records the SHA-256 of the weights of the encoder that made
 it (:func:`upt.training.checkpoint.module_hash`: the same for every checkpoint that carries that
 encoder, different for any other), and :func:`load_cache` refuses a cache whose hash does not match
-the encoder of the run that reads it (DESIGN.md §2.1: train and test latents must come from the
+the encoder of the run that reads it (docs/architecture.md, "Lessons": train and test latents must come from the
 same, trained encoder).
 
 Layout (``torch.save``; loads with ``weights_only=True``)::

@@ -123,7 +123,7 @@ class AutoencoderStage(FieldStage):
 
 
 class JointStage(FieldStage):
-    """UPT-style joint training of E, A and D, with the true inverse losses (seed §2.1)."""
+    """UPT-style joint training of E, A and D end to end; the inverse losses are optional terms."""
 
     name = "joint"
 
