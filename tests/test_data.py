@@ -32,6 +32,25 @@ def test_convert_1d_reproduces_values(tmp_path, rx, rt):
         assert ds.attrs["reduce_x"] == rx and ds.attrs["reduce_t"] == rt
 
 
+@pytest.mark.parametrize("rt,skip,frames", [(1, 0, 4), (2, 1, 3), (1, 3, None)])
+def test_convert_keeps_a_time_window(tmp_path, rt, skip, frames):
+    data = write_1d_tensor(tmp_path / "b.hdf5")  # 11 frames
+    convert(tmp_path / "b.hdf5", tmp_path / "b.nc", reduce_t=rt, skip_frames=skip, frames=frames)
+    window = slice(skip, None if frames is None else skip + frames)
+    with xr.open_dataset(tmp_path / "b.nc") as ds:
+        np.testing.assert_array_equal(ds["u"].values, data[:, ::rt][:, window])
+        np.testing.assert_allclose(ds["time"].values, (np.arange(11) * 0.01)[::rt][window])
+        assert ds.attrs["skip_frames"] == skip and ds.attrs["frames"] == ds.sizes["time"]
+
+
+@pytest.mark.parametrize("skip,frames", [(0, 12), (10, 2), (0, 1), (-1, None)])
+def test_convert_refuses_a_window_outside_the_trajectory(tmp_path, skip, frames):
+    write_1d_tensor(tmp_path / "b.hdf5")
+    with pytest.raises(UptError, match="frames|skip_frames"):
+        convert(tmp_path / "b.hdf5", tmp_path / "b.nc", skip_frames=skip, frames=frames)
+    assert not (tmp_path / "b.nc").exists()
+
+
 @pytest.mark.parametrize("rx,rt", [(1, 1), (2, 2)])
 def test_convert_2d_groups_reproduces_values(tmp_path, rx, rt):
     data = write_groups(tmp_path / "dr.h5")

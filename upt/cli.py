@@ -49,6 +49,7 @@ def _convert(args: argparse.Namespace) -> None:
     from upt.data.convert import convert
 
     convert(args.src, args.dst, reduce_x=args.reduce_x, reduce_t=args.reduce_t, frames=args.frames,
+            skip_frames=args.skip_frames,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
             md5=args.md5)
 
@@ -143,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduce-x", type=int, default=1, help="keep every K-th spatial point ([::K])")
     p.add_argument("--reduce-t", type=int, default=1, help="keep every K-th frame ([::K])")
     p.add_argument("--frames", type=int, default=None,
-                   help="keep only the first N frames after --reduce-t (default: all)")
+                   help="keep N frames after --reduce-t and --skip-frames (default: all)")
+    p.add_argument("--skip-frames", type=int, default=0,
+                   help="drop the first K frames after --reduce-t (an initial transient)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=0)

@@ -59,8 +59,10 @@ def generate_options(wildcards):
 
 
 def frames_option(wildcards):
-    frames = dataset_config(wildcards.dataset)["convert"].get("frames")
-    return f"--frames {frames}" if frames else ""
+    """The time window of a conversion: --frames and --skip-frames where the config sets them."""
+    convert = dataset_config(wildcards.dataset)["convert"]
+    flags = {"frames": "--frames", "skip_frames": "--skip-frames"}
+    return " ".join(f"{flag} {convert[key]}" for key, flag in flags.items() if convert.get(key))
 
 
 def raw_file(wildcards):
