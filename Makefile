@@ -40,6 +40,7 @@ readme: install
 	  for f in $(README_FIGURES); do [ ! -f $$d/$$f ] || cp $$d/$$f docs/results/$$name/; done; \
 	  cp results/$$name/summary_stats.csv results/$$name/claims.csv docs/results/$$name/ 2>/dev/null || true; \
 	done
+	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
 	$(BIN)/python -m upt.plotting.readme README.md
 
 clean:

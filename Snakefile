@@ -13,6 +13,12 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(re.escape(d) for d in DATASETS),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
@@ -28,8 +34,12 @@ rule all_ablations:
 rule all_models:
     """Train every arm x seed of every dataset (no evaluation)."""
     input:
-        [final_model(dataset, arm, seed) for dataset in DATASETS for arm in PLANS[dataset]
-         for seed in seeds_of(dataset)],
+        [
+            final_model(dataset, arm, seed)
+            for dataset in DATASETS
+            for arm in PLANS[dataset]
+            for seed in seeds_of(dataset)
+        ],
 
 
 rule all_data:

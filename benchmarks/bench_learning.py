@@ -12,7 +12,8 @@ FNO when asked. Two worker processes of one thread each share the machine's two 
     python benchmarks/bench_learning.py                       # the default variants, seeds 0 1
     python benchmarks/bench_learning.py --variants reference operator-short --seeds 0 1 2
 
-Writes benchmarks/out/learning.csv (one row per variant x seed x quantity) and learning.png.
+Writes benchmarks/out/learning.csv (one row per variant x seed x quantity), learning.md (the mean
+over seeds per variant, the README's table) and learning.png.
 """
 
 from __future__ import annotations
@@ -183,12 +184,39 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     plot(table, args.out.with_suffix(".png"))
-    wanted = ["nrmse", "corr_first5", "nrmse_step1", "nrmse_step5", "nrmse_step10", "corr_step5",
-              "corr_time_0.8", "train_seconds"]
-    view = table[table["metric"].isin(wanted) & table["mode"].isin(["reconstruction", "one-step", "latent",
-                                                                    "physical", "all"])]
-    print(view.pivot_table(index=["arm", "seed"], columns=["mode", "metric"], values="value").round(4)
-          .to_string())
+    summary = summary_table(table, horizons)
+    args.out.with_suffix(".md").write_text(markdown_table(summary))
+    print(summary.to_string())
+
+
+def summary_table(table: pd.DataFrame, horizons) -> pd.DataFrame:
+    """One row per variant (mean over seeds): the reconstruction floor, the rollout (latent for a
+    UPT, physical for the FNO and the baselines) per horizon and averaged, the correlation time,
+    and the training time."""
+    columns = {("reconstruction", "nrmse"): "recon. nRMSE", ("reconstruction", "corr_first5"): "recon. corr (first 5)"}
+    for k in horizons:
+        columns[("rollout", f"nrmse_step{k}")] = f"nRMSE step {k}"
+    columns[("rollout", "nrmse")] = "nRMSE (mean)"
+    columns[("rollout", "corr_time_0.8")] = "corr. time 0.8"
+    columns[("all", "train_seconds")] = "train s"
+    latent = set(table.loc[table["mode"] == "latent", "arm"])
+    mode = table["mode"].where(~((table["mode"] == "latent") | ((table["mode"] == "physical")
+                                                                & ~table["arm"].isin(latent))), "rollout")
+    keyed = table.assign(mode=mode)
+    rows = {}
+    for (m, metric), name in columns.items():
+        values = keyed[(keyed["mode"] == m) & (keyed["metric"] == metric)].groupby("arm", sort=False)["value"]
+        for arm, v in values:
+            rows.setdefault(arm, {})[name] = f"{v.mean():.3g}" + (f" ({len(v)})" if name == "train s" else "")
+    frame = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(columns.values())).fillna("—")
+    frame.index.name = "variant"
+    return frame
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    from upt.plotting.tables import markdown_table as to_markdown
+
+    return to_markdown(frame)
 
 
 if __name__ == "__main__":

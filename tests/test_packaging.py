@@ -35,3 +35,13 @@ def test_cli_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "upt", "--help"], capture_output=True, text=True, check=True)
     for command in ("generate", "download", "convert", "stats", "train", "cache", "evaluate", "aggregate", "plot"):
         assert command in out.stdout
+
+
+def test_workflow_is_lint_clean_and_snakefmt_formatted():
+    """`snakemake --lint` finds nothing and the rule files are as snakefmt writes them."""
+    bin_dir = Path(sys.executable).parent
+    lint = subprocess.run([str(bin_dir / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert "Congratulations, your workflow is in a good condition" in lint.stdout + lint.stderr, lint.stdout
+    files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow" / "rules").glob("*.smk"))]
+    fmt = subprocess.run([str(bin_dir / "snakefmt"), "--check", *files], cwd=REPO, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr

@@ -283,3 +283,16 @@ def test_a_split_read_from_the_file_trains_exactly_as_a_preloaded_one(data, tmp_
     assert counts["preloaded"] <= 2 < 20 < counts["from-file"]  # one block per split, or one per window
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "preloaded" / "metrics.csv").drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "from-file" / "metrics.csv").drop(columns="seconds"))
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda s: s["stage"].update(epochz=1), "stage.epochz"),
+    (lambda s: s.update(modle={}), "modle"),
+])
+def test_a_typo_in_the_settings_fails_naming_the_key(data, tmp_path, edit, key):
+    cfg = settings({"reconstruction": 1.0}, epochs=1)
+    edit(cfg)
+    proc = upt_train(data, tmp_path / "m.pt", cfg, sys.executable)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and key in err
+    assert not (tmp_path / "m.pt").exists()

@@ -47,6 +47,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         raise UptError(f"stage {stage} needs --init (the checkpoint it continues from)")
     if stage in LATENT_STAGES and cache is None:
         raise UptError(f"stage {stage} needs --cache (the latent cache of its encoder)")
+    check_settings(settings)
     distributed.init()
     cfg, seed = settings["stage"], int(settings["seed"])
     _report_processes(stage, int(cfg.get("gpus", 0)))
@@ -141,6 +142,26 @@ def _target_ema(cfg: dict) -> float:
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
         raise UptError(f"target_ema of stage consistency must be a number in [0, 1), got {decay!r}")
     return float(decay)
+
+
+# What ``--settings`` may hold besides the loop's own fields (LoopSettings): a typo fails naming
+# the key instead of silently training with a default.
+SETTINGS_KEYS = {"seed", "model", "history", "params", "stage"}
+STAGE_KEYS = {"gpus", "preload_mb", "horizon", "queries", "losses", "corrector", "student_steps", "target_ema"}
+
+
+def check_settings(settings: dict) -> None:
+    """Refuse unknown keys in ``upt train --settings`` (the workflow's schema checks the config too)."""
+    if not isinstance(settings, dict) or not isinstance(settings.get("stage"), dict):
+        raise UptError("--settings must be a JSON object with a 'stage' object")
+    unknown = set(settings) - SETTINGS_KEYS
+    unknown |= {f"stage.{k}" for k in set(settings["stage"]) - STAGE_KEYS
+                - {f.name for f in dataclasses.fields(LoopSettings)}}
+    if unknown:
+        raise UptError(f"unknown settings key(s) {sorted(unknown)}; see workflow/schemas/config.schema.yaml")
+    for key in ("seed",):
+        if key not in settings:
+            raise UptError(f"--settings is missing {key!r}")
 
 
 def _report_processes(stage: str, gpus: int) -> None:

@@ -1,14 +1,17 @@
-# Config validation and the path helpers every rule file shares. Wiring only: no science here.
+# Config validation, the stage plans, and the path, input and option helpers the rule files use.
+# Wiring only: no science here (that lives in the upt package).
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 
 from snakemake.utils import validate
 
 import upt
-from upt.config import check_config
+from upt.config import check_config, plan, resolve_arm
 from upt.data.download import read_url_table, select_rows
-
+from upt.models.sizes import PRESETS, ModelSize
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -22,17 +25,17 @@ DATASETS = list(config["datasets"])
 UPT_VERSION = upt.__version__
 
 
-wildcard_constraints:
-    dataset="|".join(re.escape(d) for d in DATASETS),
-
-
 def dataset_config(dataset):
     return config["datasets"][dataset]
 
 
 def _pdebench_files():
     """Relative path under pdebench_root -> (pde, filename) for every downloaded dataset."""
-    wanted = [d["source"]["download"] for d in config["datasets"].values() if "download" in d["source"]]
+    wanted = [
+        d["source"]["download"]
+        for d in config["datasets"].values()
+        if "download" in d["source"]
+    ]
     if not wanted:
         return {}
     table = read_url_table(config["url_table"])
@@ -55,14 +58,18 @@ def generate_options(wildcards):
     """The generator's optional flags the config sets (each PDE has its own default viscosity)."""
     gen = dataset_config(wildcards.dataset)["source"]["generate"]
     flags = {"nu": "--nu", "t_end": "--t-end", "frames": "--frames"}
-    return " ".join(f"{flag} {gen[key]}" for key, flag in flags.items() if gen.get(key) is not None)
+    return " ".join(
+        f"{flag} {gen[key]}" for key, flag in flags.items() if gen.get(key) is not None
+    )
 
 
 def frames_option(wildcards):
     """The time window of a conversion: --frames and --skip-frames where the config sets them."""
     convert = dataset_config(wildcards.dataset)["convert"]
     flags = {"frames": "--frames", "skip_frames": "--skip-frames"}
-    return " ".join(f"{flag} {convert[key]}" for key, flag in flags.items() if convert.get(key))
+    return " ".join(
+        f"{flag} {convert[key]}" for key, flag in flags.items() if convert.get(key)
+    )
 
 
 def raw_file(wildcards):
@@ -71,6 +78,183 @@ def raw_file(wildcards):
     if "generate" in source:
         return f"{RESULTS}/{wildcards.dataset}/raw.h5"
     download = source["download"]
-    relpath = next(p for p, f in PDEBENCH_FILES.items() if f == (download["pde"], download["file"]))
+    relpath = next(
+        p for p, f in PDEBENCH_FILES.items() if f == (download["pde"], download["file"])
+    )
     return f"{config['pdebench_root']}/{relpath}"
 
+
+# --- training (workflow/rules/training.smk) ---------------------------------------------------
+
+SIZE_FIELDS = {f.name for f in dataclasses.fields(ModelSize)}
+
+PLANS = {dataset: plan(config, dataset) for dataset in DATASETS}
+RUNS = {
+    (dataset, run.owner, run.stage): run
+    for dataset, chains in PLANS.items()
+    for chain in chains.values()
+    for run in chain
+}
+
+
+def run_path(dataset, run, seed, name="model.pt"):
+    return f"{RESULTS}/{dataset}/train/{run.owner}/seed{seed}/{run.stage}/{name}"
+
+
+def run_benchmark(dataset, run, seed):
+    return (
+        f"{RESULTS}/benchmarks/{dataset}/train/{run.owner}/seed{seed}/{run.stage}.tsv"
+    )
+
+
+def arm_summary(arm):
+    """What the figures need to know of an arm: its latent size and approximator, or that it is a baseline."""
+    model = arm["model"]
+    if model.get("family") == "fno":
+        return {"tokens": None, "dim": None, "approximator": None, "kind": "baseline"}
+    size = dataclasses.replace(
+        PRESETS[model["preset"]], **{k: v for k, v in model.items() if k in SIZE_FIELDS}
+    )
+    return {
+        "tokens": size.tokens,
+        "dim": size.dim,
+        "approximator": size.approximator,
+        "kind": "upt",
+    }
+
+
+def final_model(dataset, arm, seed):
+    """The checkpoint an arm's evaluation reads: the last run of its chain."""
+    return run_path(dataset, PLANS[dataset][arm][-1], seed)
+
+
+def _run(wildcards):
+    return RUNS[(wildcards.dataset, wildcards.arm, wildcards.stage)]
+
+
+def gpus(wildcards):
+    return int(_run(wildcards).settings["stage"].get("gpus", 0))
+
+
+def launcher(wildcards, threads):
+    """More than one GPU: one DDP process per GPU under torchrun (--standalone finds a free port, so
+    several multi-GPU jobs can share a node). Snakemake sets OMP_NUM_THREADS to the job's threads,
+    which torchrun would hand to every process; each gets its share instead."""
+    n = gpus(wildcards)
+    if n <= 1:
+        return ""
+    return f"OMP_NUM_THREADS={max(1, threads // n)} torchrun --standalone --nproc-per-node={n} --no-python"
+
+
+def train_inputs(wildcards):
+    run = _run(wildcards)
+    inputs = {
+        "data": f"{RESULTS}/{wildcards.dataset}/data.nc",
+        "stats": f"{RESULTS}/{wildcards.dataset}/stats.json",
+    }
+    if run.init is not None:
+        inputs["init"] = run_path(wildcards.dataset, run.init, wildcards.seed)
+    if run.encoder is not None:
+        inputs["cache"] = run_path(
+            wildcards.dataset, run.encoder, wildcards.seed, "latents.pt"
+        )
+    return inputs
+
+
+# --- evaluation (workflow/rules/evaluation.smk) -----------------------------------------------
+
+BASELINES = ("persistence", "mean", "coarse-solver")
+
+
+def evaluation_config(dataset):
+    return dataset_config(dataset)["evaluation"]
+
+
+def baselines_of(dataset):
+    return evaluation_config(dataset)["baselines"]
+
+
+def eval_dir(dataset, arm, seed):
+    return f"{RESULTS}/{dataset}/eval/{arm}/seed{seed}"
+
+
+def fine_data(wildcards):
+    """The test data at the source's full resolution, for zero-shot super-resolution."""
+    return (
+        [f"{RESULTS}/{wildcards.dataset}/data_fine.nc"]
+        if evaluation_config(wildcards.dataset)["superres"]
+        else []
+    )
+
+
+for _dataset in DATASETS:
+    _clash = set(PLANS[_dataset]) & set(BASELINES)
+    if _clash:
+        raise WorkflowError(f"arm name(s) {sorted(_clash)} are reserved for baselines")
+
+
+def evaluated_arms(dataset):
+    return list(PLANS[dataset]) + list(baselines_of(dataset))
+
+
+def aggregate_inputs(wildcards):
+    d = wildcards.dataset
+    evals = [
+        f"{eval_dir(d, arm, seed)}/{name}"
+        for arm in evaluated_arms(d)
+        for seed in seeds_of(d)
+        for name in ("summary.csv", "metrics.nc")
+    ]
+    runs = [
+        path
+        for arm in PLANS[d]
+        for seed in seeds_of(d)
+        for run in PLANS[d][arm]
+        for path in (run_path(d, run, seed, "metrics.csv"), run_benchmark(d, run, seed))
+    ]
+    return sorted(set(evals + runs))
+
+
+def manifest(dataset):
+    """What `upt aggregate` collects (see upt/evaluation/aggregate.py)."""
+    arms = {
+        arm: arm_summary(resolve_arm(config, arm, dataset)) for arm in PLANS[dataset]
+    }
+    arms.update(
+        {
+            name: {
+                "tokens": None,
+                "dim": None,
+                "approximator": None,
+                "kind": "baseline",
+            }
+            for name in baselines_of(dataset)
+        }
+    )
+    seeds = seeds_of(dataset)
+    return json.dumps(
+        {
+            "dataset": dataset,
+            "reference": config["reference_arm"],
+            "arms": arms,
+            "evals": {
+                arm: {s: eval_dir(dataset, arm, s) for s in seeds}
+                for arm in evaluated_arms(dataset)
+            },
+            "runs": {
+                arm: {
+                    s: [
+                        {
+                            "stage": run.stage,
+                            "dir": run_path(dataset, run, s, "").rstrip("/"),
+                            "benchmark": run_benchmark(dataset, run, s),
+                        }
+                        for run in chain
+                    ]
+                    for s in seeds
+                }
+                for arm, chain in PLANS[dataset].items()
+            },
+            "claims": config.get("claims", []),
+        }
+    )

@@ -5,15 +5,17 @@ rule generate:
     """Run an embedded solver; writes PDEBench's own HDF5 layout."""
     output:
         f"{RESULTS}/{{dataset}}/raw.h5",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/generate.log",
+    conda:
+        "../../envs/upt.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         gen=lambda wc: dataset_config(wc.dataset)["source"]["generate"],
         options=generate_options,
         version=UPT_VERSION,
-    log:
-        f"{RESULTS}/logs/{{dataset}}/generate.log",
-    resources:
-        mem_mb=4000,
-        runtime=30,
     shell:
         "upt generate {params.gen[pde]} {output} --samples {params.gen[samples]}"
         " --resolution {params.gen[resolution]} --seed {params.gen[seed]} {params.options}"
@@ -24,19 +26,21 @@ rule download:
     """Fetch one PDEBench file, MD5-verified and resumable."""
     output:
         f"{config['pdebench_root']}/{{relpath}}",
+    log:
+        f"{config['pdebench_root']}/logs/{{relpath}}.log",
     wildcard_constraints:
         relpath="|".join(re.escape(p) for p in PDEBENCH_FILES) or "__none__",
+    retries: 3
+    conda:
+        "../../envs/upt.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=600,
     params:
         pde=lambda wc: PDEBENCH_FILES[wc.relpath][0],
         file=lambda wc: PDEBENCH_FILES[wc.relpath][1],
         table=f"--url-table {config['url_table']}" if config["url_table"] else "",
-        root=config["pdebench_root"],
-    log:
-        f"{config['pdebench_root']}/logs/{{relpath}}.log",
-    retries: 3
-    resources:
-        mem_mb=1000,
-        runtime=600,
+        root=lambda wc, output: output[0][: -len(wc.relpath) - 1],
     shell:
         "upt download --pde {params.pde} --root {params.root} --files {params.file} {params.table}"
         " > {log} 2>&1"
@@ -48,16 +52,18 @@ rule convert:
         raw_file,
     output:
         f"{RESULTS}/{{dataset}}/data.nc",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/convert.log",
+    conda:
+        "../../envs/upt.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         convert=lambda wc: dataset_config(wc.dataset)["convert"],
         frames=frames_option,
         splits=lambda wc: dataset_config(wc.dataset)["splits"],
         version=UPT_VERSION,
-    log:
-        f"{RESULTS}/logs/{{dataset}}/convert.log",
-    resources:
-        mem_mb=4000,
-        runtime=120,
     shell:
         "upt convert {input} {output} --reduce-x {params.convert[reduce_x]}"
         " --reduce-t {params.convert[reduce_t]} {params.frames} --val-fraction {params.splits[val_fraction]}"
@@ -71,12 +77,14 @@ rule stats:
         f"{RESULTS}/{{dataset}}/data.nc",
     output:
         f"{RESULTS}/{{dataset}}/stats.json",
-    params:
-        version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/stats.log",
+    conda:
+        "../../envs/upt.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        version=UPT_VERSION,
     shell:
         "upt stats {input} {output} > {log} 2>&1"

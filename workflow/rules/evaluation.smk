@@ -5,56 +5,34 @@
 #            evaluate_baseline (persistence, coarse solver)            -> aggregate -> plot
 
 
-BASELINES = ("persistence", "mean", "coarse-solver")
-
-
-def evaluation_config(dataset):
-    return dataset_config(dataset)["evaluation"]
-
-
-def baselines_of(dataset):
-    return evaluation_config(dataset)["baselines"]
-
-
-def eval_dir(dataset, arm, seed):
-    return f"{RESULTS}/{dataset}/eval/{arm}/seed{seed}"
-
-
-def fine_data(wildcards):
-    """The test data at the source's full resolution, for zero-shot super-resolution."""
-    return [f"{RESULTS}/{wildcards.dataset}/data_fine.nc"] if evaluation_config(wildcards.dataset)["superres"] else []
-
-
-for _dataset in DATASETS:
-    _clash = set(PLANS[_dataset]) & set(BASELINES)
-    if _clash:
-        raise WorkflowError(f"arm name(s) {sorted(_clash)} are reserved for baselines")
-
-
 rule convert_fine:
     """The same trajectories (and split) without spatial reduction: the super-resolution grid."""
     input:
         raw_file,
     output:
         f"{RESULTS}/{{dataset}}/data_fine.nc",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/convert_fine.log",
+    conda:
+        "../../envs/upt.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         convert=lambda wc: dataset_config(wc.dataset)["convert"],
         frames=frames_option,
         splits=lambda wc: dataset_config(wc.dataset)["splits"],
         version=UPT_VERSION,
-    log:
-        f"{RESULTS}/logs/{{dataset}}/convert_fine.log",
-    resources:
-        mem_mb=4000,
-        runtime=120,
     shell:
         "upt convert {input} {output} --reduce-x 1 --reduce-t {params.convert[reduce_t]} {params.frames}"
         " --val-fraction {params.splits[val_fraction]} --test-fraction {params.splits[test_fraction]}"
         " --split-seed {params.splits[seed]} > {log} 2>&1"
 
 
-EVAL_OUTPUTS = {name: f"{RESULTS}/{{dataset}}/eval/{{arm}}/seed{{seed}}/{name}"
-                for name in ("summary.csv", "metrics.nc", "predictions.nc")}
+EVAL_OUTPUTS = {
+    name: f"{RESULTS}/{{dataset}}/eval/{{arm}}/seed{{seed}}/{name}"
+    for name in ("summary.csv", "metrics.nc", "predictions.nc")
+}
 
 
 rule evaluate:
@@ -66,22 +44,26 @@ rule evaluate:
         fine=fine_data,
     output:
         **EVAL_OUTPUTS,
-    wildcard_constraints:
-        arm="|".join(re.escape(a) for d in DATASETS for a in PLANS[d]),
-        seed=r"\d+",
-    params:
-        fine=lambda wc, input: f"--fine-data {input.fine}" if input.fine else "",
-        out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
-        horizons=lambda wc: " ".join(map(str, evaluation_config(wc.dataset)["horizons"])),
-        version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/eval/{{arm}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/eval/{{arm}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        arm="|".join(re.escape(a) for d in DATASETS for a in PLANS[d]),
+        seed=r"\d+",
+    conda:
+        "../../envs/upt.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        fine=lambda wc, input: f"--fine-data {input.fine}" if input.fine else "",
+        out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
+        horizons=lambda wc: " ".join(
+            map(str, evaluation_config(wc.dataset)["horizons"])
+        ),
+        version=UPT_VERSION,
     shell:
         "upt evaluate --checkpoint {input.checkpoint} --data {input.data} --stats {input.stats}"
         " {params.fine} --out {params.out} --dataset {wildcards.dataset} --arm {wildcards.arm}"
@@ -95,25 +77,34 @@ rule evaluate_baseline:
         stats=f"{RESULTS}/{{dataset}}/stats.json",
     output:
         **EVAL_OUTPUTS,
-    wildcard_constraints:
-        arm="|".join(BASELINES),
-        seed=r"\d+",
-    params:
-        out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
-        horizons=lambda wc: " ".join(map(str, evaluation_config(wc.dataset)["horizons"])),
-        solver=lambda wc: f"--solver {evaluation_config(wc.dataset)['solver']}"
-        if evaluation_config(wc.dataset)["solver"] else "",
-        coarsen=lambda wc: evaluation_config(wc.dataset)["coarsen"],
-        history=lambda wc: resolve_arm(config, config["reference_arm"], wc.dataset)["history"],
-        version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/eval/{{arm}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/eval/{{arm}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        arm="|".join(BASELINES),
+        seed=r"\d+",
+    conda:
+        "../../envs/upt.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
+        horizons=lambda wc: " ".join(
+            map(str, evaluation_config(wc.dataset)["horizons"])
+        ),
+        solver=lambda wc: (
+            f"--solver {evaluation_config(wc.dataset)['solver']}"
+            if evaluation_config(wc.dataset)["solver"]
+            else ""
+        ),
+        coarsen=lambda wc: evaluation_config(wc.dataset)["coarsen"],
+        history=lambda wc: resolve_arm(config, config["reference_arm"], wc.dataset)[
+            "history"
+        ],
+        version=UPT_VERSION,
     shell:
         "upt evaluate --baseline {wildcards.arm} --data {input.data} --stats {input.stats}"
         " --out {params.out} --dataset {wildcards.dataset} --seed {wildcards.seed}"
@@ -121,38 +112,17 @@ rule evaluate_baseline:
         " --horizons {params.horizons} > {log} 2>&1"
 
 
-def evaluated_arms(dataset):
-    return list(PLANS[dataset]) + list(baselines_of(dataset))
-
-
-def aggregate_inputs(wildcards):
-    d = wildcards.dataset
-    evals = [f"{eval_dir(d, arm, seed)}/{name}" for arm in evaluated_arms(d) for seed in seeds_of(d)
-             for name in ("summary.csv", "metrics.nc")]
-    runs = [path for arm in PLANS[d] for seed in seeds_of(d) for run in PLANS[d][arm]
-            for path in (run_path(d, run, seed, "metrics.csv"), run_benchmark(d, run, seed))]
-    return sorted(set(evals + runs))
-
-
-def manifest(dataset):
-    """What `upt aggregate` collects (see upt/evaluation/aggregate.py)."""
-    arms = {arm: arm_summary(resolve_arm(config, arm, dataset)) for arm in PLANS[dataset]}
-    arms.update({name: {"tokens": None, "dim": None, "approximator": None, "kind": "baseline"}
-                 for name in baselines_of(dataset)})
-    seeds = seeds_of(dataset)
-    return json.dumps({
-        "dataset": dataset, "reference": config["reference_arm"], "arms": arms,
-        "evals": {arm: {s: eval_dir(dataset, arm, s) for s in seeds} for arm in evaluated_arms(dataset)},
-        "runs": {arm: {s: [{"stage": run.stage, "dir": run_path(dataset, run, s, "").rstrip("/"),
-                            "benchmark": run_benchmark(dataset, run, s)} for run in chain] for s in seeds}
-                 for arm, chain in PLANS[dataset].items()},
-        "claims": config.get("claims", []),
-    })
-
-
-AGGREGATE_OUTPUTS = {name.split(".")[0]: f"{RESULTS}/{{dataset}}/{name}"
-                     for name in ("summary.csv", "summary_stats.csv", "claims.csv", "curves.nc", "training.csv",
-                                  "arms.json")}
+AGGREGATE_OUTPUTS = {
+    name.split(".")[0]: f"{RESULTS}/{{dataset}}/{name}"
+    for name in (
+        "summary.csv",
+        "summary_stats.csv",
+        "claims.csv",
+        "curves.nc",
+        "training.csv",
+        "arms.json",
+    )
+}
 
 
 rule aggregate:
@@ -160,22 +130,37 @@ rule aggregate:
     input:
         aggregate_inputs,
     output:
-        summary=report(AGGREGATE_OUTPUTS["summary"], caption="../report/summary.rst", category="Tables",
-                       subcategory="{dataset}"),
-        summary_stats=report(AGGREGATE_OUTPUTS["summary_stats"], caption="../report/summary_stats.rst",
-                             category="Tables", subcategory="{dataset}"),
-        claims=report(AGGREGATE_OUTPUTS["claims"], caption="../report/claims.rst", category="Tables",
-                      subcategory="{dataset}"),
+        summary=report(
+            AGGREGATE_OUTPUTS["summary"],
+            caption="../report/summary.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+        summary_stats=report(
+            AGGREGATE_OUTPUTS["summary_stats"],
+            caption="../report/summary_stats.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+        claims=report(
+            AGGREGATE_OUTPUTS["claims"],
+            caption="../report/claims.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
         curves=AGGREGATE_OUTPUTS["curves"],
         training=AGGREGATE_OUTPUTS["training"],
         arms=AGGREGATE_OUTPUTS["arms"],
-    params:
-        manifest=lambda wc: manifest(wc.dataset),
-        version=UPT_VERSION,
     log:
         f"{RESULTS}/logs/{{dataset}}/aggregate.log",
+    conda:
+        "../../envs/upt.yaml"
+    params:
+        manifest=lambda wc: manifest(wc.dataset),
+        out_dir=lambda wc: f"{RESULTS}/{wc.dataset}",
+        version=UPT_VERSION,
     shell:
-        "upt aggregate --manifest {params.manifest:q} --out-dir {RESULTS}/{wildcards.dataset} > {log} 2>&1"
+        "upt aggregate --manifest {params.manifest:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule plot:
@@ -184,17 +169,35 @@ rule plot:
         **AGGREGATE_OUTPUTS,
         predictions=lambda wc: f"{eval_dir(wc.dataset, config['reference_arm'], seeds_of(wc.dataset)[0])}/predictions.nc",
     output:
-        report(directory(f"{RESULTS}/figures/{{dataset}}"), patterns=["{name}.png"],
-               caption="../report/figures.rst", category="Figures", subcategory="{dataset}"),
-    params:
-        version=UPT_VERSION,
+        report(
+            directory(f"{RESULTS}/figures/{{dataset}}"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
     log:
         f"{RESULTS}/logs/{{dataset}}/plot.log",
+    conda:
+        "../../envs/upt.yaml"
+    params:
+        results=lambda wc, input: str(Path(input.summary).parent.parent),
+        figures=lambda wc, output: str(Path(output[0]).parent),
+        version=UPT_VERSION,
     shell:
-        "upt plot --results {RESULTS} --datasets {wildcards.dataset} --out {RESULTS}/figures > {log} 2>&1"
+        "upt plot --results {params.results} --datasets {wildcards.dataset} --out {params.figures} > {log} 2>&1"
 
 
 rule paper_figures:
-    """Redraw every figure from results/ alone: no model, no checkpoint, no training is needed."""
+    log:
+        f"{RESULTS}/logs/paper_figures.log",
+    conda:
+        "../../envs/upt.yaml"
+    """Redraw every figure from results/ alone: no model, no checkpoint, no training is needed (so
+    it declares no inputs, which Snakemake would otherwise rebuild)."""
+    params:
+        results=RESULTS,
+        datasets=DATASETS,
+        figures=f"{RESULTS}/figures",
     shell:
-        "upt plot --results {RESULTS} --datasets {DATASETS} --out {RESULTS}/figures"
+        "upt plot --results {params.results} --datasets {params.datasets} --out {params.figures} > {log} 2>&1"
