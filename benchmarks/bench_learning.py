@@ -33,6 +33,8 @@ OUT = ROOT / "benchmarks" / "out"
 # Each variant changes the default recipe by the keys given (None: the default config as is).
 VARIANTS = {
     "reference": {},
+    # the encoder this project started with: perceiver cross-attention from 32 patches to 32 tokens
+    "perceiver": {"model": {"pooling": "perceiver"}},
     # tokens < patches: 16 tokens, each the mean of 2 neighbouring patches (local pooling)...
     "tokens16-pooled": {"model": {"tokens": 16}},
     # ...against 16 tokens that are patches of 8 points (no pooling).

@@ -274,7 +274,7 @@ def test_grid_encoder_latent_is_the_patch_tokens_or_their_local_means(dim_space,
     pos = grid_pos(*grid).expand(3, -1, -1)
     u = torch.randn(3, pos.shape[1], 2)
     full = enc(u, pos, grid)
-    assert full.shape == (3, patches, 8) and not hasattr(enc, "pool")
+    assert full.shape == (3, patches, 8) and enc.pool is None
     enc.tokens = patches // factor**dim_space
     pooled = enc(u, pos, grid)
     if dim_space == 1:
@@ -303,3 +303,10 @@ def test_position_features_are_band_limited_to_the_training_grid():
     for values in (angles.sin(), angles.cos()):
         assert (values.std(0) > 0.1).all()
         assert not torch.allclose(values[1:] * values[:-1], -values[:-1] ** 2)
+
+
+def test_perceiver_pooling_is_kept_as_an_ablation_and_takes_any_token_count():
+    model = build_model("upt-cpu-s", dim_space=1, fields=1, grid_shape=(128,), pooling="perceiver", tokens=12)
+    assert model.encode(torch.randn(2, 128, 1), grid_pos(128).expand(2, -1, -1), (128,)).shape == (2, 12, 32)
+    with pytest.raises(ValueError, match="pooling"):
+        GridEncoder(1, 1, dim=8, tokens=4, heads=2, depth=1, patch_size=4, pooling="max")

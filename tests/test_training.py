@@ -107,6 +107,13 @@ def test_diffusion_and_distillation_stages(data, autoencoder, tmp_path, student,
     assert payload["stage"] == student and corrector.prediction == prediction
     assert same(weights(model), weights(op))  # the surrogate stays frozen in both stages
     assert payload["corrector_spec"]["data_scale"] > 0
+    # the evaluation records the student's network evaluations per rollout step
+    from upt.evaluation.evaluate import evaluate_model
+
+    evaluate_model(tmp_path / "dist" / "model.pt", *data, tmp_path / "eval", dataset="b", arm=student, seed=0,
+                   horizons=(1,))
+    summary = pd.read_csv(tmp_path / "eval" / "summary.csv").set_index("metric")["value"]
+    assert summary["nfe"] == steps
 
 
 # --- the loop itself on a toy stage -------------------------------------------------------------

@@ -41,6 +41,8 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
             for u, c, t in zip(u0.split(batch_size), cond.split(batch_size), ids.split(batch_size))])
 
     results, predictions, rows = {}, {}, [{"mode": "all", "metric": "params", "value": count_parameters(model)}]
+    if corrector is not None:  # the sampler's cost per rollout step, beside its rollout times
+        rows.append({"mode": "all", "metric": "nfe", "value": corrector.nfe})
     modes = getattr(model, "rollout_modes", MODES)  # the FNO baseline has no latent space
     u, c, t = u0[:batch_size], cond[:batch_size], ids[:batch_size]
     with torch.no_grad():  # one step per mode first: the first calls' one-off costs (allocator

@@ -44,7 +44,8 @@ class GridEncoder(nn.Module):
     features of their centres and passed through `depth` transformer blocks. The patch tokens are
     the latent when there are `tokens` of them; with fewer tokens than patches, each token is the
     mean of a block of f (1D) or f x f (2D) neighbouring patches, a local and resolution-free
-    pooling. Position features stop at `num_freqs` octaves: the caller sets them to what the patch
+    pooling (``pooling="perceiver"``, cross-attention of learned queries to every patch, is kept as
+    the ablation that lost). Position features stop at `num_freqs` octaves: the caller sets them to what the patch
     grid resolves (:func:`upt.models.sizes.band_limit`), so no feature aliases on training points.
     """
 
@@ -59,8 +60,11 @@ class GridEncoder(nn.Module):
         patch_size: int,
         mlp_ratio: float = 4.0,
         num_freqs: int = 10,
+        pooling: str = "local",
     ):
         super().__init__()
+        if pooling not in ("local", "perceiver"):
+            raise ValueError(f"grid encoder pooling must be 'local' or 'perceiver', not {pooling!r}")
         if dim_space not in (1, 2):
             raise ValueError(f"GridEncoder handles 1D and 2D grids, not {dim_space}D")
         self.dim_space, self.patch_size = dim_space, patch_size
@@ -70,6 +74,8 @@ class GridEncoder(nn.Module):
         self.pos_embed = nn.Sequential(fourier, nn.Linear(fourier.out_dim, dim))
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.tokens = tokens
+        # The perceiver is kept as an ablation (benchmarks/bench_learning.py), not as a default.
+        self.pool = PerceiverPooling(dim, tokens, heads, mlp_ratio) if pooling == "perceiver" else None
 
     def token_grid(self, grid_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The tokens' own grid: the patch grid coarsened by the same integer factor on every axis."""
@@ -113,6 +119,8 @@ class GridEncoder(nn.Module):
         x = x + self.pos_embed(self._patches(pos, grid_shape).mean(2))
         for block in self.blocks:
             x = block(x)
+        if self.pool is not None:
+            return self.pool(x)
         tokens = self.token_grid(grid_shape)
         if tokens == tuple(coarse):
             return x

@@ -60,7 +60,7 @@ def build_model(
     if encoder == "grid":
         enc = GridEncoder(
             dim_space, in_channels, patch_size=size.patch_size, mlp_ratio=size.mlp_ratio,
-            num_freqs=enc_freqs, **common
+            num_freqs=enc_freqs, pooling=size.pooling, **common
         )
     elif encoder == "mesh":
         enc = MeshParticleEncoder(

@@ -28,6 +28,7 @@ class ModelSize:
     dec_hidden: int = 64  # decoder width
     log_clamp: float | None = None  # decoder output clamp threshold (None: off)
     pos_freqs: int | None = None  # decoder position octaves; None: all the training grid resolves
+    pooling: str = "local"  # grid encoder, fewer tokens than patches: "local" means or "perceiver"
 
 
 PRESETS: dict[str, ModelSize] = {
@@ -82,7 +83,7 @@ def size_errors(size: ModelSize, grid_shape, encoder: str = "grid") -> list[str]
     if size.pos_freqs is not None and size.pos_freqs > band_limit(min(grid)):
         errors.append(f"pos_freqs={size.pos_freqs} exceeds the {band_limit(min(grid))} octaves a "
                       f"{'x'.join(map(str, grid))} grid resolves")
-    if encoder != "grid":
+    if encoder != "grid" or size.pooling == "perceiver":  # a perceiver takes any number of patches
         return errors
     if size.patch_size is None:
         patch = auto_patch_size(size.tokens, grid)
