@@ -77,6 +77,13 @@ def test_frozen_encoder_arm_keeps_encoder_joint_arm_trains_it(data, autoencoder,
         assert same(weights(getattr(op, part)), weights(getattr(ae, part)))
         assert not same(weights(getattr(joint, part)), weights(getattr(ae, part)))
     assert not same(weights(op.approximator), weights(ae.approximator))
+    # joint fine-tuning of the frozen-encoder UPT starts from all of it, its approximator included:
+    # with a vanishing learning rate it ends where it started
+    run_stage("joint", settings({"next_step": 1.0}, epochs=1, lr=1e-30), *data, tmp_path / "ft" / "model.pt",
+              init=tmp_path / "op" / "model.pt")
+    tuned, _, _ = load_checkpoint(tmp_path / "ft" / "model.pt")
+    for part in ("encoder", "approximator", "decoder"):
+        torch.testing.assert_close(weights(getattr(tuned, part)), weights(getattr(op, part)))
 
 
 def test_cache_built_by_another_encoder_is_refused(data, autoencoder, tmp_path):

@@ -7,7 +7,7 @@
                "losses": {term: weight}, "corrector": {...}, "student_steps": ...}}
 
 Which weights a stage starts from: autoencoder and joint start fresh (joint takes E and D from
-``init`` when given); operator takes E and D from the autoencoder ``init`` and reads the latent
+``init`` when given, and A too when ``init`` is an operator or joint result); operator takes E and D from the autoencoder ``init`` and reads the latent
 cache; diffusion takes the whole surrogate from ``init``; distill and consistency take surrogate and
 teacher corrector from the diffusion result. Frozen parts stay bit-identical to ``init``.
 """
@@ -74,7 +74,10 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
             spec = {**settings["model"], **dims, "grid_shape": list(train.grid_shape)}
         model = model_from_spec(spec)
         if base is not None:
-            _copy_modules(base[0], model, ("encoder", "decoder"))
+            # E and D from the autoencoder; A too when it was trained (joint fine-tuning of a
+            # frozen-encoder UPT continues from its operator)
+            trained = ("encoder", "decoder") + (("approximator",) if base[2]["stage"] in ("operator", "joint") else ())
+            _copy_modules(base[0], model, trained)
         if stage == "autoencoder":
             module = stages.AutoencoderStage(model, weights, train.pos, train.grid_shape, cfg.get("queries"),
                                              divergence=_divergence_scales(train))
