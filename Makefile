@@ -26,7 +26,7 @@ dry-run: install
 
 # Every benchmark, one after another (they time things: never two at once), then their figures into
 # docs/figures/benchmarks/, where the README shows them. CSVs and figures land in benchmarks/out/.
-BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader
+BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning
 benchmarks: install
 	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
 	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/
@@ -40,6 +40,7 @@ readme: install
 	  for f in $(README_FIGURES); do [ ! -f $$d/$$f ] || cp $$d/$$f docs/results/$$name/; done; \
 	  cp results/$$name/summary_stats.csv results/$$name/claims.csv docs/results/$$name/ 2>/dev/null || true; \
 	done
+	[ ! -f benchmarks/out/learning.md ] || cp benchmarks/out/learning.md benchmarks/out/learning.png docs/results/
 	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
 	$(BIN)/python -m upt.plotting.readme README.md
 
