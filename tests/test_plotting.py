@@ -211,3 +211,4 @@ def test_interval_formatting():
     assert format_interval(4567.0, 123.0) == "4567 ± 123"
     assert format_interval(0.12, float("nan")) == "0.12"  # one seed: no interval
     assert format_interval(float("nan"), 0.1) == "—"
+    assert format_interval(0.47658850, 5.5e-17) == "0.477 ± 0"  # identical seeds, up to rounding

@@ -78,7 +78,7 @@ def format_interval(mean: float, half: float) -> str:
         return "—"
     if half is None or not np.isfinite(half):
         return f"{mean:.3g}"
-    if half == 0:
+    if half <= 1e-9 * max(abs(mean), 1e-300):  # identical seeds (a deterministic baseline), up to rounding
         return f"{mean:.3g} ± 0"
     decimals = min(max(1 - math.floor(math.log10(abs(half))), 0), 8)
     return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
