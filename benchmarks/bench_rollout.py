@@ -8,8 +8,9 @@ one encode, one approximator step and one decode at all grid points,
 
 so physical / latent_final ~ T (e + a + d) / (e + T a + d) (the "component bound"), which grows
 with T towards (e + a + d) / a: a 10x speed-up needs e + d >= 9 a, whatever the horizon. The
-solver is upt's Burgers finite-volume solver (``baselines.solve``, no coarsening) from the same
-initial conditions over the same frames.
+solver is upt's own solver of the data (``baselines.solve``, no coarsening: Burgers' finite volumes,
+or the pseudo-spectral Navier-Stokes solver with ``--pde ns2d``) from the same initial conditions
+over the same frames.
 
 Weights are untrained (fresh initialization): the time of a forward pass depends on shapes, not on
 weight values. Data: Burgers trajectories generated per grid size (same seed, so the same initial
@@ -17,8 +18,10 @@ conditions sampled at every resolution), converted and loaded as the test split 
 
     python benchmarks/bench_rollout.py [--presets upt-cpu-s upt-8m] [--arms upt-s] [--config config/config.yaml]
         [--resolutions 128 256 1024] [--trajectories 8] [--frames 41] [--repeats 3] [--budget 10] [--device cpu]
+    python benchmarks/bench_rollout.py --pde ns2d --presets upt-8m --arms upt-s --resolutions 64 128 --frames 21
 
-writes ``rollout_speed.csv`` and ``rollout_speed.png``.
+writes ``rollout_speed.csv`` and ``rollout_speed.png`` (``rollout_speed_ns2d.*`` for 2D Navier-Stokes,
+whose resolutions are points per side and whose arms are built as the config's ns2d dataset builds them).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from gpu_check import sync
 from upt.config import resolve_arm
 from upt.data.convert import convert
 from upt.data.solvers.burgers import DT_SAVE, T_END, generate_burgers1d
+from upt.data.solvers.ns2d import generate_ns2d
 from upt.data.stats import compute_stats
 from upt.evaluation import baselines
 from upt.evaluation.rollout import TestSet
@@ -75,13 +79,23 @@ def burgers_test_set(tmp: Path, points: int, trajectories: int, frames: int, nu:
     return TestSet.load(data, stats, history=1)
 
 
-def model_specs(presets: list[str], config: Path, arms: list[str]) -> dict[str, dict]:
-    """label -> model spec: bare presets, and arms of a pipeline config as that config builds them."""
+def ns2d_test_set(tmp: Path, points: int, trajectories: int, frames: int) -> TestSet:
+    """Navier-Stokes at ``points`` per side, one saved frame per second over ``frames - 1`` seconds."""
+    raw, data, stats = (tmp / f"ns{points}.{ext}" for ext in ("h5", "nc", "json"))
+    generate_ns2d(raw, samples=trajectories + 1, resolution=points, seed=0, t_end=float(frames - 1), frames=frames)
+    convert(raw, data, val_fraction=0.0, test_fraction=trajectories / (trajectories + 1), md5="0" * 32)
+    compute_stats(data, stats)
+    return TestSet.load(data, stats, history=1)
+
+
+def model_specs(presets: list[str], config: Path, arms: list[str], dataset: str | None = None) -> dict[str, dict]:
+    """label -> model spec: bare presets, and arms of a pipeline config as that config builds them
+    (on ``dataset``, with its own base overrides, where given)."""
     specs = {preset: {"preset": preset} for preset in presets}
     if arms:
         cfg = yaml.safe_load(config.read_text())
         for arm in arms:
-            model = resolve_arm(cfg, arm)["model"]
+            model = resolve_arm(cfg, arm, dataset if dataset in cfg["datasets"] else None)["model"]
             if model.get("family", "upt") != "upt":
                 raise SystemExit(f"arm {arm} is not a UPT (family {model['family']}): it has no latent rollout")
             specs[f"{arm} ({config.name})"] = model
@@ -91,8 +105,8 @@ def model_specs(presets: list[str], config: Path, arms: list[str]) -> dict[str, 
 def time_model(spec: dict, test: TestSet, repeats: int, budget_s: float, device) -> tuple[list[dict], int]:
     torch.manual_seed(0)
     grid, steps = test.data.grid_shape, test.steps
-    model = model_from_spec({**spec, "dim_space": 1, "fields": 1, "cond_dim": test.data.cond_dim,
-                             "grid_shape": list(grid)}).eval().to(device)
+    model = model_from_spec({**spec, "dim_space": len(grid), "fields": len(test.data.fields),
+                             "cond_dim": test.data.cond_dim, "grid_shape": list(grid)}).eval().to(device)
     u0, cond = test.initial().to(device), test.cond().to(device)
     pos = test.data.pos.to(device).expand(len(u0), -1, -1)
     rows = []
@@ -157,20 +171,25 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=10.0, help="stop repeating a measurement after this many s")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser.add_argument("--pde", choices=["burgers1d", "ns2d"], default="burgers1d")
     args = parser.parse_args()
-    if args.frames < 2 or SAVED_STEPS % (args.frames - 1):
+    if args.pde == "burgers1d" and (args.frames < 2 or SAVED_STEPS % (args.frames - 1)):
         parser.error(f"--frames - 1 must divide the generator's {SAVED_STEPS} saved steps")
     args.out.mkdir(parents=True, exist_ok=True)
     device, started, rows = torch.device(args.device), time.perf_counter(), []
-    specs = model_specs(args.presets, args.config, args.arms)
+    specs = model_specs(args.presets, args.config, args.arms, args.pde)
+    name = "rollout_speed" if args.pde == "burgers1d" else f"rollout_speed_{args.pde}"
     common = {"trajectories": args.trajectories, "steps": args.frames - 1, "threads": torch.get_num_threads(),
               "device": str(device)}
     for points in args.resolutions:
         with tempfile.TemporaryDirectory() as tmp:
-            test = burgers_test_set(Path(tmp), points, args.trajectories, args.frames, args.nu)
+            if args.pde == "burgers1d":
+                test = burgers_test_set(Path(tmp), points, args.trajectories, args.frames, args.nu)
+            else:
+                test = ns2d_test_set(Path(tmp), points, args.trajectories, args.frames)
             nu = baselines.pde_viscosity(test)
         # numpy: nothing to warm up
-        seconds, runs = median_time(lambda: baselines.solve(test, "burgers1d", nu, 1), args.repeats,
+        seconds, runs = median_time(lambda: baselines.solve(test, args.pde, nu, 1), args.repeats,
                                     torch.device("cpu"), args.budget)
         rows.append({"preset": "solver", "points": points, "params": 0, "quantity": "solver", "seconds": seconds,
                      "runs": runs})
@@ -187,13 +206,13 @@ def main() -> None:
                                                                   "bound_long", "solver_vs_final"],
                          var_name="quantity", value_name="speedup").assign(**common)
     tidy = pd.concat([long, speedups], ignore_index=True).astype({"params": "Int64", "runs": "Int64"})
-    tidy.to_csv(args.out / "rollout_speed.csv", index=False)
+    tidy.to_csv(args.out / f"{name}.csv", index=False)
     shown = ["preset", "points", "encode", "step", "decode", "latent_all", "latent_final", "physical",
              "physical_final", "solver", "speedup_final", "bound", "bound_long", "solver_vs_final"]
     print(wide[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"{args.trajectories} trajectories x {args.frames - 1} steps, {common['threads']} threads, {device}; "
           f"seconds per batch; total {time.perf_counter() - started:.0f} s")
-    plot(wide, args.out / "rollout_speed.png",
+    plot(wide, args.out / f"{name}.png",
          f"{args.trajectories} trajectories x {args.frames - 1} steps ({device}, {common['threads']} threads)")
 
 

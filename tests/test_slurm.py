@@ -29,7 +29,7 @@ def run(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Comple
 def checkout(tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
-    for name in ("Snakefile", "workflow", "slurm", "config", ".test"):
+    for name in ("Snakefile", "workflow", "slurm", "config", ".test", "envs"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     return root

@@ -188,13 +188,13 @@ rule plot:
         "upt plot --results {params.results} --datasets {wildcards.dataset} --out {params.figures} > {log} 2>&1"
 
 
+# It declares no inputs on purpose: Snakemake would rebuild missing ones, and this only redraws.
 rule paper_figures:
+    """Redraw every figure from results/ alone: no model, no checkpoint, no training is needed."""
     log:
         f"{RESULTS}/logs/paper_figures.log",
     conda:
         "../../envs/upt.yaml"
-    """Redraw every figure from results/ alone: no model, no checkpoint, no training is needed (so
-    it declares no inputs, which Snakemake would otherwise rebuild)."""
     params:
         results=RESULTS,
         datasets=DATASETS,
