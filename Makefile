@@ -41,6 +41,7 @@ readme: install
 	  cp results/$$name/summary_stats.csv results/$$name/claims.csv docs/results/$$name/ 2>/dev/null || true; \
 	done
 	[ ! -f benchmarks/out/learning.md ] || cp benchmarks/out/learning.md benchmarks/out/learning.png docs/results/
+	[ ! -f benchmarks/out/rollout_speed_ns2d.md ] || cp benchmarks/out/rollout_speed_ns2d.md docs/results/
 	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
 	$(BIN)/python -m upt.plotting.readme README.md
 

@@ -134,6 +134,26 @@ def ratios(t: dict, steps: int) -> dict:
             "solver_vs_final": t["solver"] / t["latent_final"]}
 
 
+def markdown_summary(tidy: pd.DataFrame) -> str:
+    """The README's table from the tidy CSV: per model and grid, the final-frame rollout times,
+    the measured speed-up of latent over physical rollout, its component bound, and the solver."""
+    from upt.plotting.tables import markdown_table
+
+    times = tidy.dropna(subset=["seconds"]).pivot_table(index=["preset", "points"], columns="quantity",
+                                                        values="seconds", sort=False)
+    ups = tidy.dropna(subset=["speedup"]).pivot_table(index=["preset", "points"], columns="quantity",
+                                                      values="speedup", sort=False)
+    solver = times.xs("solver", level="preset")["solver"] if "solver" in times.index.get_level_values(0) else None
+    rows = []
+    for (preset, points), t in times.drop(index="solver", level="preset", errors="ignore").iterrows():
+        u = ups.loc[(preset, points)]
+        rows.append({"model": preset, "grid": points, "latent, final frame (s)": f"{t['latent_final']:.3g}",
+                     "physical (s)": f"{t['physical']:.3g}", "speed-up": f"{u['speedup_final']:.3g}x",
+                     "bound T(e+a+d)/(e+Ta+d)": f"{u['bound']:.3g}x",
+                     "solver (s)": f"{solver.loc[points]:.3g}" if solver is not None else "—"})
+    return markdown_table(pd.DataFrame(rows).set_index("model"))
+
+
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 6))
     styles = {"latent_final": "-", "latent_all": "--", "physical": ":"}
@@ -212,6 +232,7 @@ def main() -> None:
     print(wide[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"{args.trajectories} trajectories x {args.frames - 1} steps, {common['threads']} threads, {device}; "
           f"seconds per batch; total {time.perf_counter() - started:.0f} s")
+    (args.out / f"{name}.md").write_text(markdown_summary(tidy))
     plot(wide, args.out / f"{name}.png",
          f"{args.trajectories} trajectories x {args.frames - 1} steps ({device}, {common['threads']} threads)")
 
