@@ -136,3 +136,12 @@ def test_the_default_and_pdebench_configs_pass_the_parse_time_checks():
 
     for name in ("config.yaml", "pdebench.yaml"):
         check_config(yaml.safe_load((REPO / "config" / name).read_text()))
+
+
+def test_an_odd_navier_stokes_grid_fails_at_parse_time():
+    from upt.config import check_config
+
+    cfg = config(ref={})
+    cfg["datasets"] = {"ns": {"source": {"generate": {"pde": "ns2d", "samples": 4, "resolution": 33}}}}
+    with pytest.raises(ValueError, match=r"datasets\.ns\.source\.generate\.resolution: 33 is odd"):
+        check_config(cfg)

@@ -156,6 +156,10 @@ def check_config(config: dict) -> None:
         if "match_params_of" in model:
             known(model["match_params_of"], f"arms.{name}.model.match_params_of")
     for dataset_name, dataset in config["datasets"].items():
+        generate = dataset["source"].get("generate") or {}
+        if generate.get("pde") == "ns2d" and generate["resolution"] % 2:
+            raise ValueError(f"datasets.{dataset_name}.source.generate.resolution: {generate['resolution']} is odd; "
+                             f"the spectral Navier-Stokes solver needs an even grid")
         for arm in dataset.get("arms") or []:
             known(arm, f"datasets.{dataset_name}.arms")
         if "reference_arm" in config and config["reference_arm"] not in arms_of(config, dataset_name):
