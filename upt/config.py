@@ -13,7 +13,6 @@ outputs, and nothing is trained twice.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -138,7 +137,7 @@ def check_config(config: dict) -> None:
     """What the JSON schema cannot see, checked when the workflow is parsed: every arm named
     anywhere exists, and every arm's model fits the grid of each generated dataset it runs on.
     Raises ValueError naming the offending key."""
-    from upt.models.sizes import PRESETS, size_errors
+    from upt.models.sizes import size_errors, size_of
 
     arms = set(config["arms"])
 
@@ -172,8 +171,7 @@ def check_config(config: dict) -> None:
             model = resolve_arm(config, arm_name, dataset_name)["model"]
             if model.get("family", "upt") != "upt":
                 continue
-            fields = {k: v for k, v in model.items() if k in PRESETS[model["preset"]].__dataclass_fields__}
-            size = dataclasses.replace(PRESETS[model["preset"]], **fields)
+            size = size_of(model)
             if "observed_fraction" in model and model.get("encoder", "grid") != "mesh":
                 raise ValueError(f"arms.{arm_name}.model.observed_fraction: a point-cloud view needs encoder: mesh")
             for error in size_errors(size, grid, model.get("encoder", "grid")):

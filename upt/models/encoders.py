@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from upt.models.layers import MLP, Block, FourierFeatures, PerceiverPooling
+from upt.models.sizes import tile_factor
 
 
 class ResidualConv(nn.Module):
@@ -45,8 +46,9 @@ class GridEncoder(nn.Module):
     the latent when there are `tokens` of them; with fewer tokens than patches, each token is the
     mean of a block of f (1D) or f x f (2D) neighbouring patches, a local and resolution-free
     pooling (``pooling="perceiver"``, cross-attention of learned queries to every patch, is kept as
-    the ablation that lost). Position features stop at `num_freqs` octaves: the caller sets them to what the patch
-    grid resolves (:func:`upt.models.sizes.band_limit`), so no feature aliases on training points.
+    the ablation that lost). Position features stop at `num_freqs` octaves: the caller sets them to
+    what the patch grid resolves (:func:`upt.models.sizes.band_limit`), so no feature aliases on
+    training points.
     """
 
     def __init__(
@@ -80,15 +82,14 @@ class GridEncoder(nn.Module):
     def token_grid(self, grid_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The tokens' own grid: the patch grid coarsened by the same integer factor on every axis."""
         patches = [n // self.patch_size for n in grid_shape]
-        factor = round((math.prod(patches) / self.tokens) ** (1 / self.dim_space))
-        coarse = [n // max(factor, 1) for n in patches]
-        if factor < 1 or any(n % factor for n in patches) or math.prod(coarse) != self.tokens:
+        factor = tile_factor(patches, self.tokens)
+        if factor is None:
             raise ValueError(
                 f"{self.tokens} tokens do not tile the {'x'.join(map(str, patches))} patches of grid "
                 f"{tuple(grid_shape)} (patch size {self.patch_size}): tokens must be the number of "
                 f"patches divided by f^{self.dim_space} for an integer f that divides every side"
             )
-        return tuple(coarse)
+        return tuple(n // factor for n in patches)
 
     def _patches(self, t: torch.Tensor, grid_shape: tuple[int, ...]) -> torch.Tensor:
         """[B, N, C] in row-major grid order -> [B, patches, points per patch, C]."""

@@ -75,6 +75,23 @@ def band_limit(points: int) -> int:
     return max(1, int(math.floor(math.log2(max(points, 2)))))
 
 
+def size_of(model: dict) -> ModelSize:
+    """The size an arm's ``model`` settings name: its preset with the ModelSize fields it overrides
+    (other keys, e.g. ``encoder`` or the FNO's, are not sizes and are ignored here)."""
+    fields = {f for f in ModelSize.__dataclass_fields__}
+    return replace(PRESETS[model["preset"]], **{k: v for k, v in model.items() if k in fields})
+
+
+def tile_factor(cells, tokens: int) -> int | None:
+    """The integer f that coarsens a grid of ``cells`` per axis into exactly ``tokens`` cells of f
+    (1D) or f x f (2D) each, f dividing every side; None if there is none. The one rule behind the
+    automatic patch size (cells = points) and the grid encoder's local pooling (cells = patches)."""
+    cells = tuple(int(n) for n in cells)
+    f = round((math.prod(cells) / tokens) ** (1 / len(cells)))
+    ok = f >= 1 and all(n % f == 0 for n in cells) and math.prod(n // f for n in cells) == tokens
+    return f if ok else None
+
+
 def size_errors(size: ModelSize, grid_shape, encoder: str = "grid") -> list[str]:
     """Why ``size`` cannot run on a grid of ``grid_shape`` (empty when it can): the checks the
     workflow runs at parse time and :func:`upt.models.presets.build_model` runs again."""
@@ -86,7 +103,7 @@ def size_errors(size: ModelSize, grid_shape, encoder: str = "grid") -> list[str]
     if encoder != "grid" or size.pooling == "perceiver":  # a perceiver takes any number of patches
         return errors
     if size.patch_size is None:
-        patch = auto_patch_size(size.tokens, grid)
+        patch = tile_factor(grid, size.tokens)
         if patch is None:
             return errors + [f"no patch size cuts the grid {grid} into tokens={size.tokens} patches; "
                              f"set patch_size (fewer tokens than patches are pooled locally)"]
@@ -97,27 +114,18 @@ def size_errors(size: ModelSize, grid_shape, encoder: str = "grid") -> list[str]
     if size.tokens > math.prod(patches):
         return errors + [f"tokens={size.tokens} exceed the {math.prod(patches)} patches of the grid {grid} "
                          f"(patch_size={size.patch_size}); lower patch_size"]
-    factor = round((math.prod(patches) / size.tokens) ** (1 / len(grid)))
-    if factor < 1 or any(n % factor for n in patches) or math.prod(n // factor for n in patches) != size.tokens:
+    if tile_factor(patches, size.tokens) is None:
         errors.append(f"tokens={size.tokens} do not tile the {'x'.join(map(str, patches))} patches of the "
                       f"grid {grid} (patch_size={size.patch_size}): tokens must be the patch count divided "
                       f"by f^{len(grid)} for an integer f dividing every side")
     return errors
 
 
-def auto_patch_size(tokens: int, grid_shape) -> int | None:
-    """The patch side p that cuts the grid into exactly ``tokens`` patches (None if none does)."""
-    grid = tuple(int(n) for n in grid_shape)
-    p = round((math.prod(grid) / tokens) ** (1 / len(grid)))
-    ok = p >= 1 and all(n % p == 0 for n in grid) and math.prod(n // p for n in grid) == tokens
-    return p if ok else None
-
-
 def resolve_patch_size(size: ModelSize, grid_shape) -> ModelSize:
     """``size`` with an automatic patch size (None) made concrete for this grid."""
     if size.patch_size is not None or grid_shape is None:
         return size
-    patch = auto_patch_size(size.tokens, grid_shape)
+    patch = tile_factor(grid_shape, size.tokens)
     if patch is None:
         raise ValueError(f"no patch size cuts the grid {tuple(grid_shape)} into {size.tokens} patches")
     return replace(size, patch_size=patch)

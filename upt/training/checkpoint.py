@@ -8,7 +8,6 @@ of its weights (:func:`module_hash`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from upt.errors import UptError
 from upt.models.denoiser import LatentDenoiser
 from upt.models.diffusion import DiffusionCorrector
 from upt.models.fno import FNOSurrogate
-from upt.models.presets import PRESETS, build_model
+from upt.models.presets import build_model
+from upt.models.sizes import size_of
 from upt.models.upt import UPT
 
 FORMAT = 1
@@ -37,8 +37,7 @@ def model_from_spec(spec: dict) -> nn.Module:
 
 
 def latent_dim(spec: dict) -> int:
-    overrides = {k: v for k, v in spec.items() if k in {f.name for f in dataclasses.fields(PRESETS[spec["preset"]])}}
-    return dataclasses.replace(PRESETS[spec["preset"]], **overrides).dim
+    return size_of(spec).dim
 
 
 def corrector_from_spec(spec: dict) -> DiffusionCorrector:

@@ -7,8 +7,8 @@
                "losses": {term: weight}, "corrector": {...}, "student_steps": ...}}
 
 Which weights a stage starts from: autoencoder and joint start fresh (joint takes E and D from
-``init`` when given, and A too when ``init`` is an operator or joint result); operator takes E and D from the autoencoder ``init`` and reads the latent
-cache; diffusion takes the whole surrogate from ``init``; distill and consistency take surrogate and
+``init`` when given, and A too when ``init`` is an operator or joint result); operator takes E and
+D from the autoencoder ``init`` and reads the latent cache; diffusion takes the whole surrogate from ``init``; distill and consistency take surrogate and
 teacher corrector from the diffusion result. Frozen parts stay bit-identical to ``init``.
 """
 
@@ -162,9 +162,8 @@ def check_settings(settings: dict) -> None:
                 - {f.name for f in dataclasses.fields(LoopSettings)}}
     if unknown:
         raise UptError(f"unknown settings key(s) {sorted(unknown)}; see workflow/schemas/config.schema.yaml")
-    for key in ("seed",):
-        if key not in settings:
-            raise UptError(f"--settings is missing {key!r}")
+    if "seed" not in settings:
+        raise UptError("--settings is missing 'seed'")
 
 
 def _report_processes(stage: str, gpus: int) -> None:

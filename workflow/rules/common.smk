@@ -1,7 +1,6 @@
 # Config validation, the stage plans, and the path, input and option helpers the rule files use.
 # Wiring only: no science here (that lives in the upt package).
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,7 +10,7 @@ from snakemake.utils import validate
 import upt
 from upt.config import check_config, plan, resolve_arm
 from upt.data.download import read_url_table, select_rows
-from upt.models.sizes import PRESETS, ModelSize
+from upt.models.sizes import size_of
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -54,21 +53,27 @@ def seeds_of(dataset):
     return dataset_config(dataset).get("seeds") or config["seeds"]
 
 
+def cli_flags(settings, keys):
+    """`--key value` for each of `keys` the settings set (the schema keeps them non-zero when set)."""
+    return " ".join(
+        f"--{key.replace('_', '-')} {settings[key]}"
+        for key in keys
+        if settings.get(key)
+    )
+
+
 def generate_options(wildcards):
     """The generator's optional flags the config sets (each PDE has its own default viscosity)."""
-    gen = dataset_config(wildcards.dataset)["source"]["generate"]
-    flags = {"nu": "--nu", "t_end": "--t-end", "frames": "--frames"}
-    return " ".join(
-        f"{flag} {gen[key]}" for key, flag in flags.items() if gen.get(key) is not None
+    return cli_flags(
+        dataset_config(wildcards.dataset)["source"]["generate"],
+        ("nu", "t_end", "frames"),
     )
 
 
 def frames_option(wildcards):
     """The time window of a conversion: --frames and --skip-frames where the config sets them."""
-    convert = dataset_config(wildcards.dataset)["convert"]
-    flags = {"frames": "--frames", "skip_frames": "--skip-frames"}
-    return " ".join(
-        f"{flag} {convert[key]}" for key, flag in flags.items() if convert.get(key)
+    return cli_flags(
+        dataset_config(wildcards.dataset)["convert"], ("frames", "skip_frames")
     )
 
 
@@ -85,8 +90,6 @@ def raw_file(wildcards):
 
 
 # --- training (workflow/rules/training.smk) ---------------------------------------------------
-
-SIZE_FIELDS = {f.name for f in dataclasses.fields(ModelSize)}
 
 PLANS = {dataset: plan(config, dataset) for dataset in DATASETS}
 RUNS = {
@@ -112,9 +115,7 @@ def arm_summary(arm):
     model = arm["model"]
     if model.get("family") == "fno":
         return {"tokens": None, "dim": None, "approximator": None, "kind": "baseline"}
-    size = dataclasses.replace(
-        PRESETS[model["preset"]], **{k: v for k, v in model.items() if k in SIZE_FIELDS}
-    )
+    size = size_of(model)
     return {
         "tokens": size.tokens,
         "dim": size.dim,
