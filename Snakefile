@@ -27,8 +27,8 @@ include: "workflow/rules/evaluation.smk"
 rule all_ablations:
     """Every dataset of the config through the whole pipeline: tables, curves and figures."""
     input:
-        expand(f"{RESULTS}/{{dataset}}/summary_stats.csv", dataset=DATASETS),
-        expand(f"{RESULTS}/figures/{{dataset}}", dataset=DATASETS),
+        expand(LAYOUT.table("{dataset}", SUMMARY_STATS), dataset=DATASETS),
+        expand(LAYOUT.figures("{dataset}"), dataset=DATASETS),
 
 
 rule all_models:
@@ -45,4 +45,4 @@ rule all_models:
 rule all_data:
     """Only the data stage: converted datasets and their normalization statistics."""
     input:
-        expand(f"{RESULTS}/{{dataset}}/stats.json", dataset=DATASETS),
+        expand(LAYOUT.stats("{dataset}"), dataset=DATASETS),

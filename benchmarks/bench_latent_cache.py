@@ -25,7 +25,7 @@ from upt.data.dataset import FieldDataset
 from upt.data.solvers.burgers import generate_burgers1d
 from upt.data.stats import compute_stats
 from upt.training import stages
-from upt.training.checkpoint import model_from_spec
+from upt.models.factory import model_from_spec
 from upt.training.loop import adamw
 
 matplotlib.use("Agg")

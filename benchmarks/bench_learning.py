@@ -82,7 +82,8 @@ def run_variant(job: tuple) -> list[dict]:
     """Train one variant x seed through its pipeline in-process and score it."""
     import torch
 
-    from upt.config import resolve_arm, stage_settings
+    from upt import vocabulary
+    from upt.arms import resolve_arm, stage_settings
     from upt.evaluation.evaluate import evaluate_model
     from upt.training.cache import build_cache
     from upt.training.run import run_stage
@@ -96,8 +97,8 @@ def run_variant(job: tuple) -> list[dict]:
         out = run_dir / stage / "model.pt"
         if not out.exists():
             run_stage(stage, stage_settings(arm, stage, seed), data, stats, out, init=previous,
-                      cache=cache if stage in ("operator", "diffusion", "distill", "consistency") else None)
-        if stage in ("autoencoder", "joint"):
+                      cache=cache if stage in vocabulary.LATENT_STAGES else None)
+        if stage in vocabulary.ENCODER_STAGES:
             cache = run_dir / stage / "latents.pt"
             if not cache.exists():
                 build_cache(out, data, stats, cache, params=arm["params"])

@@ -38,15 +38,15 @@ import torch
 import yaml
 
 from gpu_check import sync
-from upt.config import resolve_arm
+from upt.arms import resolve_arm
 from upt.data.convert import convert
 from upt.data.solvers.burgers import DT_SAVE, T_END, generate_burgers1d
 from upt.data.solvers.ns2d import generate_ns2d
 from upt.data.stats import compute_stats
 from upt.evaluation import baselines
-from upt.evaluation.rollout import TestSet
+from upt.evaluation.scoring import TestSet
 from upt.models.presets import count_parameters
-from upt.training.checkpoint import model_from_spec
+from upt.models.factory import model_from_spec
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gpu_check import burgers_batch, matmul_peak, sync
 from upt.models.sizes import PRESETS
-from upt.training.checkpoint import model_from_spec
+from upt.models.factory import model_from_spec
 from upt.training.loop import adamw, step_generator
 from upt.training.stages import JointStage
 

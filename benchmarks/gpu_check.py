@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from upt.data.solvers.burgers import burgers_initial_condition, solve_burgers
-from upt.training.checkpoint import model_from_spec
+from upt.models.factory import model_from_spec
 from upt.training.loop import adamw, step_generator
 from upt.training.stages import JointStage
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from upt.config import deep_merge, plan, resolve_arm, stage_settings
+from upt.arms import deep_merge, plan, resolve_arm, stage_settings
 from upt.models.presets import ModelSize
 
 REPO = Path(__file__).resolve().parents[1]

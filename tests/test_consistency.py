@@ -12,12 +12,13 @@ from torch import nn
 
 from test_diffusion import DIM, ToyNet, toy
 from upt.cli import main
-from upt.config import plan
+from upt.arms import plan
 from upt.errors import UptError
 from upt.models.denoiser import LatentDenoiser
 from upt.models.diffusion import (DiffusionCorrector, consistency_loss, ema_update, make_consistency_student,
                                   make_student)
-from upt.training.checkpoint import corrector_from_spec, model_from_spec, save_checkpoint
+from upt.models.checkpoint import save_checkpoint
+from upt.models.factory import corrector_from_spec, model_from_spec
 from upt.training.loop import LoopSettings, fit
 from upt.training.run import run_stage
 from upt.training.stages import ConsistencyStage
@@ -298,9 +299,9 @@ def diffusion_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("stage", ["distill", "consistency"])
-@pytest.mark.parametrize("steps, message", [(5, "student_steps of stage .* is 5, more than the 4"),
-                                            (0, "student_steps of stage .* >= 1"),
-                                            (-2, "student_steps of stage .* >= 1")])
+@pytest.mark.parametrize("steps, message", [(5, "student_steps of stage .* = 5 is more than the teacher's 4"),
+                                            (0, "stage.student_steps must be a whole number >= 1"),
+                                            (-2, "stage.student_steps must be a whole number >= 1")])
 def test_upt_train_refuses_bad_student_steps(diffusion_checkpoint, tmp_path, capsys, stage, steps, message):
     settings = {"seed": 0, "model": {"preset": "upt-tiny"}, "history": 1, "params": [],
                 "stage": {"epochs": 1, "losses": {}, "student_steps": steps}}
@@ -343,7 +344,8 @@ def test_the_plan_refuses_bad_student_steps():
     assert plan(arm_config(16), "d")  # the teacher's default: 16 steps
     with pytest.raises(ValueError, match=r"stages.consistency.student_steps = 5 is more than the teacher's 4"):
         plan(arm_config(5, 4), "d")
-    with pytest.raises(ValueError, match=r"stages.consistency.student_steps must be a whole number >= 1"):
+    with pytest.raises(ValueError, match=r"arms.cm \(stage consistency\): stage.student_steps must be a whole "
+                                         r"number >= 1"):
         plan(arm_config(0), "d")
     with pytest.raises(ValueError, match="more than the teacher's 16"):
         plan(arm_config(17), "d")

@@ -7,26 +7,15 @@ import pytest
 import torch
 import xarray as xr
 
-from pdebench_files import write_1d_tensor, write_groups
-from upt.data.convert import convert
 from upt.data.dataset import FieldDataset, history_windows
 from upt.data.splits import split_indices
-from upt.data.stats import compute_stats
 from upt.errors import UptError
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ds")
-    out = {}
-    for name, writer, rx in (("b1", write_1d_tensor, 1), ("b2", write_1d_tensor, 2),
-                             ("g", write_groups, 1)):
-        writer(d / f"{name}.h5")
-        convert(d / f"{name}.h5", d / f"{name}.nc", reduce_x=rx, md5="0" * 32,
-                val_fraction=0.2, test_fraction=0.2)
-        compute_stats(d / f"{name}.nc", d / f"{name}.json")
-        out[name] = (d / f"{name}.nc", d / f"{name}.json")
-    return out
+def files(dataset):
+    """(nc, stats) of conftest's PDEBench-layout sets: 1D at full (b1) and half (b2) resolution, 2D groups (g)."""
+    return {name: dataset(name) for name in ("b1", "b2", "g")}
 
 
 def _by_hand(nc, stats_json, split):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,12 +9,14 @@ import xarray as xr
 
 from upt import metrics
 from upt.data.convert import convert
-from upt.data.dataset import FieldDataset
 from upt.data.solvers.burgers import generate_burgers1d
 from upt.data.stats import compute_stats
 from upt.errors import UptError
 from upt.evaluation.aggregate import aggregate, interval
 from upt.evaluation.evaluate import evaluate_baseline, evaluate_model
+from upt.results import (ARMS, CURVES, EVAL_METRICS, EVAL_SUMMARY, PREDICTIONS, SUMMARY_COLUMNS, SUMMARY_STATS,
+                         Layout, read_arms, read_curves, read_summary, read_summary_stats, write_netcdf,
+                         write_summary)
 from upt.training.cache import build_cache
 from upt.training.run import run_stage
 
@@ -52,12 +52,12 @@ def test_persistence_scores_exactly_the_metrics_of_a_copied_frame(data, tmp_path
         times = ds["time"].values
     copied = np.repeat(test[:, :1], test.shape[1], axis=1)
     expected = metrics.compute(copied, test, initial_step=1)
-    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["mode", "metric"])["value"]
+    summary = read_summary(tmp_path / EVAL_SUMMARY).set_index(["mode", "metric"])["value"]
     for name in ("rmse", "nrmse", "max_error", "correlation"):
         assert summary[("physical", name)] == pytest.approx(float(expected[name].mean()), rel=1e-6)
     assert summary[("physical", "corr_time_0.8")] == pytest.approx(
         metrics.correlation_time(copied, test, times, 0.8, initial_step=1))
-    with xr.open_dataset(tmp_path / "metrics.nc") as curves:
+    with xr.open_dataset(tmp_path / EVAL_METRICS) as curves:
         assert list(curves["mode"].values) == ["physical"]
         np.testing.assert_allclose(curves["time"].values, times[1:])  # the given frame is not scored
 
@@ -65,10 +65,10 @@ def test_persistence_scores_exactly_the_metrics_of_a_copied_frame(data, tmp_path
 def test_model_rollouts_in_every_mode(data, model, tmp_path):
     evaluate_model(model, data / "data.nc", data / "stats.json", tmp_path, dataset="b", arm="op", seed=0,
                    fine_data=data / "fine.nc")
-    summary = pd.read_csv(tmp_path / "summary.csv")
+    summary = read_summary(tmp_path / EVAL_SUMMARY)
     assert set(summary["mode"]) == {"latent", "physical", "one-step", "latent-superres", "reconstruction", "all"}
     by = summary.set_index(["mode", "metric"])["value"]
-    with xr.open_dataset(tmp_path / "metrics.nc") as curves:  # step k = the k-th frame after the given one
+    with xr.open_dataset(tmp_path / EVAL_METRICS) as curves:  # step k = the k-th frame after the given one
         for k in (1, 5, 10):
             for mode in ("latent", "physical", "reconstruction"):
                 assert by[(mode, f"nrmse_step{k}")] == pytest.approx(float(curves["nrmse"].sel(mode=mode)[k - 1]))
@@ -76,14 +76,14 @@ def test_model_rollouts_in_every_mode(data, model, tmp_path):
                     float(curves["correlation"].sel(mode=mode)[k - 1]))
     assert by[("latent", "latent_drift")] >= 0 and by[("latent", "latent_drift_final")] >= 0
     assert (summary.query("metric == 'rollout_seconds'")["value"] > 0).all()
-    with xr.open_dataset(tmp_path / "predictions.nc") as pred, xr.open_dataset(data / "data.nc") as ds:
+    with xr.open_dataset(tmp_path / PREDICTIONS) as pred, xr.open_dataset(data / "data.nc") as ds:
         truth = ds["u"].values[ds["split"].values.astype(str) == "test"]
         np.testing.assert_allclose(pred["u_true"].values, truth[: pred.sizes["sample"]], rtol=1e-5, atol=1e-5)
         # The given first frame is the truth in every mode; later frames are predictions.
         np.testing.assert_allclose(pred["u_latent"].values[:, 0], truth[: pred.sizes["sample"], 0], rtol=1e-5, atol=1e-5)
         assert not np.allclose(pred["u_latent"].values[:, 1:], pred["u_true"].values[:, 1:])
     # Latent rollout of one step is the one-step prediction of the first frame.
-    with xr.open_dataset(tmp_path / "metrics.nc") as curves:
+    with xr.open_dataset(tmp_path / EVAL_METRICS) as curves:
         first = curves.isel(time=0)
         assert float(first["rmse"].sel(mode="latent")) == pytest.approx(float(first["rmse"].sel(mode="one-step")),
                                                                          rel=1e-5)
@@ -100,7 +100,7 @@ def test_mean_baseline_predicts_the_last_given_frames_spatial_mean_everywhere(da
     np.testing.assert_allclose(test.mean(2), np.repeat(test[:, :1].mean(2), test.shape[1], axis=1), atol=1e-5)
     flat = np.broadcast_to(test[:, :1].mean(2, keepdims=True), test.shape)
     expected = metrics.compute(flat, test, initial_step=1)
-    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["mode", "metric"])["value"]
+    summary = read_summary(tmp_path / EVAL_SUMMARY).set_index(["mode", "metric"])["value"]
     assert summary[("physical", "nrmse")] == pytest.approx(float(expected["nrmse"].mean()), rel=1e-5)
     assert summary[("physical", "nrmse_step3")] == pytest.approx(float(expected["nrmse"][2]), rel=1e-5)
     assert summary[("physical", "crmse")] == pytest.approx(0.0, abs=1e-6)  # the spatial sum is exact
@@ -114,7 +114,7 @@ def test_evaluation_is_reproducible_on_one_machine(data, model, tmp_path):
     runs = []
     for name in ("a", "b"):
         evaluate_model(model, data / "data.nc", data / "stats.json", tmp_path / name, dataset="b", arm="op", seed=0)
-        table = pd.read_csv(tmp_path / name / "summary.csv")
+        table = read_summary(tmp_path / name / EVAL_SUMMARY)
         runs.append(table[~table["metric"].isin(["rollout_seconds", "final_frame_seconds", "peak_mem_mb"])])
     pd.testing.assert_frame_equal(runs[0].reset_index(drop=True), runs[1].reset_index(drop=True))
 
@@ -122,11 +122,11 @@ def test_evaluation_is_reproducible_on_one_machine(data, model, tmp_path):
 def test_coarse_solver_is_accurate_and_timed(data, tmp_path):
     evaluate_baseline("coarse-solver", data / "data.nc", data / "stats.json", tmp_path, dataset="b", seed=0,
                       solver="burgers1d", coarsen=2)
-    summary = pd.read_csv(tmp_path / "summary.csv")
+    summary = read_summary(tmp_path / EVAL_SUMMARY)
     nrmse = summary.query("arm == 'coarse-solver' and metric == 'nrmse'")["value"].item()
     persistence = tmp_path / "p"
     evaluate_baseline("persistence", data / "data.nc", data / "stats.json", persistence, dataset="b", seed=0)
-    assert nrmse < 0.5 * pd.read_csv(persistence / "summary.csv").query("metric == 'nrmse'")["value"].item()
+    assert nrmse < 0.5 * read_summary(persistence / EVAL_SUMMARY).query("metric == 'nrmse'")["value"].item()
     assert summary.query("arm == 'solver' and mode == 'reference'")["value"].item() > 0
 
 
@@ -138,24 +138,22 @@ def test_interval_matches_hand_computation():
 
 
 def test_aggregate_pairs_differences_with_the_reference(tmp_path):
-    evals = {}
+    layout, evals = Layout(str(tmp_path)), {}
     for arm, offset in (("ref", 0.0), ("other", 0.5)):
         for seed in (0, 1):
-            d = tmp_path / arm / str(seed)
-            d.mkdir(parents=True)
             value = 1.0 + seed + offset
-            pd.DataFrame([{"dataset": "b", "arm": arm, "seed": seed, "mode": "latent", "metric": "nrmse",
-                           "value": value}]).to_csv(d / "summary.csv", index=False)
-            xr.Dataset({"nrmse": (("mode", "time"), [[value, value]])},
-                       coords={"mode": ["latent"], "time": [0.1, 0.2]}).to_netcdf(d / "metrics.nc")
-            evals.setdefault(arm, {})[seed] = str(d)
+            write_summary(layout.eval_file("b", arm, seed, EVAL_SUMMARY),
+                          pd.DataFrame([("b", arm, seed, "latent", "nrmse", value)], columns=SUMMARY_COLUMNS))
+            write_netcdf(layout.eval_file("b", arm, seed, EVAL_METRICS),
+                         xr.Dataset({"nrmse": (("mode", "time"), [[value, value]])},
+                                    coords={"mode": ["latent"], "time": [0.1, 0.2]}))
+            evals.setdefault(arm, {})[seed] = layout.eval_dir("b", arm, seed)
     manifest = {"dataset": "b", "reference": "ref", "evals": evals, "runs": {},
                 "arms": {"ref": {"tokens": 8, "dim": 16, "approximator": "pure", "kind": "upt"},
                          "other": {"tokens": 16, "dim": 16, "approximator": "pure", "kind": "upt"}}}
-    aggregate(manifest, tmp_path / "out")
-    stats = pd.read_csv(tmp_path / "out" / "summary_stats.csv").set_index("arm")
+    aggregate(manifest, layout.dataset_dir("b"))
+    stats = read_summary_stats(layout.table("b", SUMMARY_STATS)).set_index("arm")
     assert stats.loc["other", "mean"] == pytest.approx(2.0) and stats.loc["other", "diff_mean"] == pytest.approx(0.5)
     assert stats.loc["other", "diff_ci_low"] == pytest.approx(0.5)  # a constant paired difference
-    with xr.open_dataset(tmp_path / "out" / "curves.nc") as curves:
-        assert dict(curves.sizes) == {"arm": 2, "seed": 2, "mode": 1, "time": 2}
-    assert json.loads((tmp_path / "out" / "arms.json").read_text())["ref"]["reference"] is True
+    assert dict(read_curves(layout.table("b", CURVES)).sizes) == {"arm": 2, "seed": 2, "mode": 1, "time": 2}
+    assert read_arms(layout.table("b", ARMS))["ref"]["reference"] is True

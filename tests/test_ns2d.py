@@ -10,12 +10,10 @@ import pytest
 import xarray as xr
 
 from upt.cli import main as cli_main
-from upt.data.convert import convert
 from upt.data.solvers import ns2d
 from upt.data.solvers.ns2d import (fno_initial_vorticity, forcing_velocity, forcing_vorticity,
                                    generate_ns2d, solve_ns2d, spectral_resample, velocity_from_vorticity,
                                    vorticity_from_velocity)
-from upt.data.stats import compute_stats
 from upt.evaluation.evaluate import evaluate_baseline
 
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -274,17 +272,14 @@ def test_cli_generates_and_keeps_burgers_options_apart(tmp_path, capsys):
     assert "ns2d only" in capsys.readouterr().err
 
 
-def test_coarse_solver_baseline_runs_on_ns2d(tmp_path):
+def test_coarse_solver_baseline_runs_on_ns2d(dataset, tmp_path):
     """The solver re-run on a 2x coarser grid from the first frame: the initial field is smooth at
     32^2, so it must track the data far better than persistence."""
-    generate_ns2d(tmp_path / "raw.h5", samples=8, resolution=32, nu=1e-3, seed=0, t_end=5.0, frames=11)
-    convert(tmp_path / "raw.h5", tmp_path / "data.nc", val_fraction=0.25, test_fraction=0.25)
-    compute_stats(tmp_path / "data.nc", tmp_path / "stats.json")
+    data, stats = dataset("ns2d_32")  # 8 trajectories at 32^2, nu = 1e-3, 11 frames to t = 5
 
     def nrmse(kind, **kwargs):
         out = tmp_path / kind
-        evaluate_baseline(kind, tmp_path / "data.nc", tmp_path / "stats.json", out, dataset="ns", seed=0,
-                          **kwargs)
+        evaluate_baseline(kind, data, stats, out, dataset="ns", seed=0, **kwargs)
         summary = pd.read_csv(out / "summary.csv")
         return summary, summary.query(f"arm == '{kind}' and metric == 'nrmse'")["value"].item()
 

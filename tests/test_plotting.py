@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import matplotlib
@@ -19,6 +18,10 @@ from upt.errors import UptError  # noqa: E402
 from upt.plotting import (FIGURES, claims_figure, claims_table, modes_table,  # noqa: E402
                           format_interval, main_table, markdown_table, plot_all,
                           plot_command, sweep_arms)
+from upt.results import (ARMS, CLAIMS, CLAIMS_COLUMNS, CURVES, PREDICTIONS, SUMMARY, SUMMARY_COLUMNS,  # noqa: E402
+                         SUMMARY_STATS, TRAINING, TRAINING_COLUMNS, Layout, read_claims, read_summary_stats,
+                         write_arms, write_claims, write_netcdf, write_summary, write_summary_stats,
+                         write_training)
 
 SEEDS, MODES, TIMES = (0, 1), ("latent", "physical"), np.linspace(0.1, 0.5, 5)
 REF = "upt-s"
@@ -44,10 +47,9 @@ def _level(arm: str, mode: str, seed: int) -> float:
 
 def _build(root, dataset: str, sweeps: bool, grid: tuple[int, ...], full: bool = True) -> None:
     """results/<dataset>/ in the contract's format; ``full=False`` leaves out curves.nc and training.csv."""
-    folder = root / dataset
-    folder.mkdir(parents=True)
+    layout = Layout(str(root))
     arms = _arms(sweeps)
-    (folder / "arms.json").write_text(json.dumps(arms))
+    write_arms(layout.table(dataset, ARMS), arms)
     rows, curves = [], np.full((len(arms), len(SEEDS), 3, len(TIMES)), np.nan)
     for a, arm in enumerate(arms):
         modes = ("physical",) if arm == "persistence" else MODES
@@ -63,9 +65,8 @@ def _build(root, dataset: str, sweeps: bool, grid: tuple[int, ...], full: bool =
             if arm != "persistence":
                 rows += [(arm, seed, "all", "train_seconds", 10.0 * (arms[arm]["tokens"] or 1) + seed)]
     rows += [("solver", seed, "reference", "rollout_seconds", 5.0 + seed) for seed in SEEDS]
-    summary = pd.DataFrame(rows, columns=["arm", "seed", "mode", "metric", "value"])
-    summary.insert(0, "dataset", dataset)
-    summary.to_csv(folder / "summary.csv", index=False)
+    summary = pd.DataFrame([(dataset, *row) for row in rows], columns=SUMMARY_COLUMNS)
+    write_summary(layout.table(dataset, SUMMARY), summary)
     stats = []
     for (arm, mode, metric), g in summary.groupby(["arm", "mode", "metric"], sort=False):
         v = g["value"].to_numpy()
@@ -73,32 +74,29 @@ def _build(root, dataset: str, sweeps: bool, grid: tuple[int, ...], full: bool =
         stats.append({"dataset": dataset, "arm": arm, "mode": mode, "metric": metric, "n": len(v),
                       "mean": v.mean(), "ci_low": v.mean() - half, "ci_high": v.mean() + half,
                       "diff_mean": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan, "reference": REF})
-    pd.DataFrame(stats).to_csv(folder / "summary_stats.csv", index=False)
+    write_summary_stats(layout.table(dataset, SUMMARY_STATS), pd.DataFrame(stats))
     judged = [("a claim", "supported", -0.3, -0.4, -0.2), ("another", "inconclusive", 0.05, -0.1, 0.2)]
-    pd.DataFrame([{"claim": c, "arm": REF, "control": "persistence", "metric": "nrmse", "mode": "latent",
-                   "expected": "lower", "effect": e, "ci_low": lo, "ci_high": hi, "n_seeds": len(SEEDS),
-                   "verdict": v, "predicted_low": -0.25, "predicted_high": -0.1, "arm_mean": 1.0,
-                   "control_mean": 1.0, "note": ""} for c, v, e, lo, hi in judged]).to_csv(folder / "claims.csv",
-                                                                                          index=False)
+    write_claims(layout.table(dataset, CLAIMS), pd.DataFrame(
+        [(c, REF, "persistence", "nrmse", "latent", "lower", e, lo, hi, len(SEEDS), v, -0.25, -0.1, 1.0, 1.0, "")
+         for c, v, e, lo, hi in judged], columns=CLAIMS_COLUMNS))
     if full:
-        _write_curves_and_training(folder, dataset, arms, curves)
-    _write_predictions(folder, dataset, grid)
+        _write_curves_and_training(layout, dataset, arms, curves)
+    _write_predictions(layout, dataset, grid)
 
 
-def _write_curves_and_training(folder, dataset, arms, curves) -> None:
-    xr.Dataset({"nrmse": (("arm", "seed", "mode", "time"), curves)},
-               coords={"arm": list(arms), "seed": list(SEEDS), "mode": [*MODES, "one-step"], "time": TIMES},
-               attrs={"dataset": dataset, "reference_arm": REF}).to_netcdf(folder / "curves.nc")
+def _write_curves_and_training(layout, dataset, arms, curves) -> None:
+    write_netcdf(layout.table(dataset, CURVES), xr.Dataset(
+        {"nrmse": (("arm", "seed", "mode", "time"), curves)},
+        coords={"arm": list(arms), "seed": list(SEEDS), "mode": [*MODES, "one-step"], "time": TIMES},
+        attrs={"dataset": dataset, "reference_arm": REF}))
     train = [(dataset, arm, seed, stage, epoch, 10 * epoch, _level(arm, "latent", seed) / (epoch + 1),
-              1.2 * _level(arm, "latent", 0) / (epoch + 1), 2.0, 500.0 + (arms[arm]["tokens"] or 0), 30.0)
+              1.2 * _level(arm, "latent", 0) / (epoch + 1), 2.0, 30.0, 500.0 + (arms[arm]["tokens"] or 0))
              for arm in arms if arm != "persistence" for seed in SEEDS
              for stage in ("autoencoder", "operator") for epoch in range(3)]
-    pd.DataFrame(train, columns=["dataset", "arm", "seed", "stage", "epoch", "step", "train_loss", "val_loss",
-                                 "seconds", "max_rss_mb", "run_seconds"]).to_csv(folder / "training.csv",
-                                                                                  index=False)
+    write_training(layout.table(dataset, TRAINING), pd.DataFrame(train, columns=TRAINING_COLUMNS))
 
 
-def _write_predictions(folder, dataset, grid) -> None:
+def _write_predictions(layout, dataset, grid) -> None:
     rng = np.random.default_rng(0)
     dims = ("sample", "time", *"xy"[: len(grid)])
     shape = (2, len(TIMES) + 1, *grid)
@@ -110,10 +108,8 @@ def _write_predictions(folder, dataset, grid) -> None:
         data[f"{f}_true"] = (dims, true)
         for mode in MODES:
             data[f"{f}_{mode}"] = (dims, true + 0.1 * rng.normal(size=shape))
-    out = folder / "eval" / REF / "seed0"
-    out.mkdir(parents=True)
-    xr.Dataset(data, coords=coords, attrs={"dataset": dataset, "arm": REF, "seed": 0, "initial_step": 1}
-               ).to_netcdf(out / "predictions.nc")
+    write_netcdf(layout.eval_file(dataset, REF, 0, PREDICTIONS),
+                 xr.Dataset(data, coords=coords, attrs={"dataset": dataset, "arm": REF, "seed": 0, "initial_step": 1}))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +165,7 @@ def test_sweeps_come_from_arms_json():
 
 
 def test_main_table_cell_is_mean_plus_minus_half_width(results):
-    stats = pd.read_csv(results / "burgers1d" / "summary_stats.csv")
+    stats = read_summary_stats(Layout(str(results)).table("burgers1d", SUMMARY_STATS))
     seeds = np.array([_level(REF, "latent", s) for s in SEEDS])  # 0.12 and 0.14
     mean = seeds.mean()
     half = 12.706204736 * seeds.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) s / sqrt(n)
@@ -188,7 +184,7 @@ def test_main_table_cell_is_mean_plus_minus_half_width(results):
 
 
 def test_claims_table_and_figure(results):
-    claims = pd.read_csv(results / "burgers1d" / "claims.csv")
+    claims = read_claims(Layout(str(results)).table("burgers1d", CLAIMS))
     table = claims_table(claims)
     assert table.loc["a claim", "effect [95% CI]"] == "-30.0% [-40.0%, -20.0%]"
     assert table.loc["another", "verdict"] == "**inconclusive**"

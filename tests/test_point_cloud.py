@@ -7,23 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from upt.data.convert import convert
-from upt.data.solvers.ns2d import generate_ns2d
-from upt.data.stats import compute_stats
 from upt.errors import UptError
 from upt.evaluation.evaluate import evaluate_model
 from upt.models import build_model
 from upt.training.cache import build_cache
 from upt.training.run import run_stage
-
-
-@pytest.fixture(scope="module")
-def ns(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ns")
-    generate_ns2d(root / "raw.h5", samples=8, resolution=16, seed=0, t_end=4.0, frames=5)
-    convert(root / "raw.h5", root / "data.nc", val_fraction=0.25, test_fraction=0.25)
-    compute_stats(root / "data.nc", root / "stats.json")
-    return root
 
 
 def test_each_trajectory_is_observed_at_its_own_fixed_subset():
@@ -38,22 +26,23 @@ def test_each_trajectory_is_observed_at_its_own_fixed_subset():
             build_model("upt-tiny", dim_space=2, fields=2, **bad)
 
 
-def train(ns, name, model, ae_losses):
+def train(data, out, model, ae_losses):
+    """Autoencoder, latent cache and operator on ``data`` (nc, stats), written under ``out``."""
     settings = {"seed": 0, "model": model, "history": 1, "params": [],
                 "stage": {"epochs": 1, "batch_size": 4, "queries": 32, "losses": ae_losses}}
-    ae = ns / name / "ae.pt"
-    run_stage("autoencoder", settings, ns / "data.nc", ns / "stats.json", ae)
-    build_cache(ae, ns / "data.nc", ns / "stats.json", ns / name / "latents.pt")
-    op = ns / name / "op.pt"
+    ae = out / "ae.pt"
+    run_stage("autoencoder", settings, *data, ae)
+    build_cache(ae, *data, out / "latents.pt")
+    op = out / "op.pt"
     run_stage("operator", {**settings, "stage": {**settings["stage"], "losses": {"next_step": 1.0}}},
-              ns / "data.nc", ns / "stats.json", op, init=ae, cache=ns / name / "latents.pt")
+              *data, op, init=ae, cache=out / "latents.pt")
     return op
 
 
-def test_mesh_encoder_on_a_point_cloud_view_is_scored_on_the_full_grid(ns, tmp_path):
-    op = train(ns, "mesh", {"preset": "upt-tiny", "encoder": "mesh", "observed_fraction": 0.5},
+def test_mesh_encoder_on_a_point_cloud_view_is_scored_on_the_full_grid(ns2d_data, tmp_path):
+    op = train(ns2d_data, tmp_path / "mesh", {"preset": "upt-tiny", "encoder": "mesh", "observed_fraction": 0.5},
                {"reconstruction": 1.0})
-    evaluate_model(op, ns / "data.nc", ns / "stats.json", tmp_path, dataset="ns", arm="mesh", seed=0,
+    evaluate_model(op, *ns2d_data, tmp_path, dataset="ns", arm="mesh", seed=0,
                    horizons=(1, 3))
     summary = pd.read_csv(tmp_path / "summary.csv").set_index(["mode", "metric"])["value"]
     assert {"latent", "physical", "reconstruction"} <= {m for m, _ in summary.index}
@@ -62,18 +51,18 @@ def test_mesh_encoder_on_a_point_cloud_view_is_scored_on_the_full_grid(ns, tmp_p
     assert summary[("truth", "divergence_rms")] >= 0 and summary[("latent", "divergence_rms")] > 0
 
 
-def test_divergence_prior_trains_the_autoencoder_and_lowers_the_decoded_divergence(ns):
+def test_divergence_prior_trains_the_autoencoder_and_lowers_the_decoded_divergence(ns2d_data, tmp_path):
     """Same seed and data: only the divergence weight differs. The prior must reach the encoder and
     decoder (different weights) and make the decoded velocity more nearly divergence-free."""
-    from upt.evaluation.rollout import TestSet, divergence_rms, reconstruction
-    from upt.training.checkpoint import load_checkpoint
+    from upt.evaluation.scoring import TestSet, divergence_rms, reconstruction
+    from upt.models.checkpoint import load_checkpoint
 
     results = {}
     for name, weight in (("plain", 0.0), ("div", 10.0)):
         losses = {"reconstruction": 1.0, **({"divergence": weight} if weight else {})}
-        op = train(ns, name, {"preset": "upt-tiny", "tokens": 4, "patch_size": 8}, losses)
-        model, _, _ = load_checkpoint(op)
-        test = TestSet.load(ns / "data.nc", ns / "stats.json", 1)
+        op = train(ns2d_data, tmp_path / name, {"preset": "upt-tiny", "tokens": 4, "patch_size": 8}, losses)
+        model = load_checkpoint(op).model
+        test = TestSet.load(*ns2d_data, 1)
         results[name] = (model, divergence_rms(test, reconstruction(test, model)))
     plain, div = results["plain"][0], results["div"][0]
     assert not torch.equal(plain.decoder.heads[0][0].weight, div.decoder.heads[0][0].weight)

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 
 pytest.importorskip("snakemake_executor_plugin_slurm")
+pytestmark = pytest.mark.slow  # `snakemake --profile slurm` runs, with a local data stage
 
 
 def run(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -41,9 +42,8 @@ def test_profile_dry_run(checkout):
     assert "train" in proc.stdout
 
 
-def gpu_config(checkout: Path) -> Path:
+def gpu_config(checkout: Path, config: dict) -> Path:
     """The test config on GPUs: one per training job, and an arm that asks for two."""
-    config = yaml.safe_load(TEST_CONFIG.read_text())
     config["base"]["training"]["gpus"] = 1
     config["arms"]["ddp"] = {"training": {"gpus": 2}}
     path = checkout / ".test" / "gpus.yaml"
@@ -51,7 +51,7 @@ def gpu_config(checkout: Path) -> Path:
     return path
 
 
-def test_training_jobs_are_submitted_with_gpus_partition_memory_and_time(checkout, tmp_path):
+def test_training_jobs_are_submitted_with_gpus_partition_memory_and_time(checkout, tmp_path, workflow_config):
     """A fake sbatch records its arguments; the run is stopped once both training jobs are submitted."""
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch.txt"
     bin_dir.mkdir()
@@ -63,7 +63,7 @@ def test_training_jobs_are_submitted_with_gpus_partition_memory_and_time(checkou
     for tool in bin_dir.iterdir():
         tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    config = gpu_config(checkout)
+    config = gpu_config(checkout, workflow_config)
     # The data stage runs locally first, so the jobs the profile submits are the training jobs.
     local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "all_data", "--configfile",
                             str(config)], cwd=checkout, capture_output=True, text=True, env=env, timeout=300)

@@ -15,12 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from upt.data.convert import convert
-from upt.data.solvers.burgers import generate_burgers1d
-from upt.data.stats import compute_stats
 from upt.errors import UptError
 from upt.training.cache import build_cache
-from upt.training.checkpoint import load_checkpoint
+from upt.models.checkpoint import load_checkpoint
 from upt.training.loop import LoopSettings, fit
 from upt.training.run import run_stage
 
@@ -33,18 +30,9 @@ def settings(losses, epochs=2, **stage):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    generate_burgers1d(root / "raw.h5", samples=12, nu=0.05, resolution=32, seed=0)
-    convert(root / "raw.h5", root / "data.nc", reduce_t=20, val_fraction=0.25, test_fraction=0.25)
-    compute_stats(root / "data.nc", root / "stats.json")
-    return root / "data.nc", root / "stats.json"
-
-
-@pytest.fixture(scope="module")
-def autoencoder(data, tmp_path_factory):
+def autoencoder(burgers, tmp_path_factory):
     out = tmp_path_factory.mktemp("ae") / "model.pt"
-    run_stage("autoencoder", settings({"reconstruction": 1.0}, queries=16), *data, out)
+    run_stage("autoencoder", settings({"reconstruction": 1.0}, queries=16), *burgers, out)
     return out
 
 
@@ -60,64 +48,65 @@ def test_autoencoder_learns_and_selects_on_validation(autoencoder):
     metrics = pd.read_csv(autoencoder.parent / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2] and metrics["val_loss"].notna().all()
     assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
-    _, _, payload = load_checkpoint(autoencoder)
-    assert payload["stage"] == "autoencoder" and payload["model_spec"]["grid_shape"] == [32]
+    result = load_checkpoint(autoencoder)
+    assert result.stage == "autoencoder" and result.model_spec["grid_shape"] == [32]
 
 
-def test_frozen_encoder_arm_keeps_encoder_joint_arm_trains_it(data, autoencoder, tmp_path):
-    ae, _, _ = load_checkpoint(autoencoder)
-    build_cache(autoencoder, *data, tmp_path / "cache.pt")
-    run_stage("operator", settings({"next_step": 1.0, "rollout": 1.0}, horizon=2), *data,
+def test_frozen_encoder_arm_keeps_encoder_joint_arm_trains_it(burgers, autoencoder, tmp_path):
+    ae = load_checkpoint(autoencoder).model
+    build_cache(autoencoder, *burgers, tmp_path / "cache.pt")
+    run_stage("operator", settings({"next_step": 1.0, "rollout": 1.0}, horizon=2), *burgers,
               tmp_path / "op" / "model.pt", init=autoencoder, cache=tmp_path / "cache.pt")
     run_stage("joint", settings({"next_step": 1.0, "inverse_encoding": 0.5, "inverse_decoding": 0.5}),
-              *data, tmp_path / "joint" / "model.pt", init=autoencoder)
-    op, _, _ = load_checkpoint(tmp_path / "op" / "model.pt")
-    joint, _, _ = load_checkpoint(tmp_path / "joint" / "model.pt")
+              *burgers, tmp_path / "joint" / "model.pt", init=autoencoder)
+    op = load_checkpoint(tmp_path / "op" / "model.pt").model
+    joint = load_checkpoint(tmp_path / "joint" / "model.pt").model
     for part in ("encoder", "decoder"):
         assert same(weights(getattr(op, part)), weights(getattr(ae, part)))
         assert not same(weights(getattr(joint, part)), weights(getattr(ae, part)))
     assert not same(weights(op.approximator), weights(ae.approximator))
     # joint fine-tuning of the frozen-encoder UPT starts from all of it, its approximator included:
     # with a vanishing learning rate it ends where it started
-    run_stage("joint", settings({"next_step": 1.0}, epochs=1, lr=1e-30), *data, tmp_path / "ft" / "model.pt",
+    run_stage("joint", settings({"next_step": 1.0}, epochs=1, lr=1e-30), *burgers, tmp_path / "ft" / "model.pt",
               init=tmp_path / "op" / "model.pt")
-    tuned, _, _ = load_checkpoint(tmp_path / "ft" / "model.pt")
+    tuned = load_checkpoint(tmp_path / "ft" / "model.pt").model
     for part in ("encoder", "approximator", "decoder"):
         torch.testing.assert_close(weights(getattr(tuned, part)), weights(getattr(op, part)))
 
 
-def test_cache_built_by_another_encoder_is_refused(data, autoencoder, tmp_path):
+def test_cache_built_by_another_encoder_is_refused(burgers, autoencoder, tmp_path):
     other = tmp_path / "other" / "model.pt"
-    run_stage("autoencoder", {**settings({"reconstruction": 1.0}, epochs=1), "seed": 1}, *data, other)
-    build_cache(other, *data, tmp_path / "cache.pt")
+    run_stage("autoencoder", {**settings({"reconstruction": 1.0}, epochs=1), "seed": 1}, *burgers, other)
+    build_cache(other, *burgers, tmp_path / "cache.pt")
     with pytest.raises(UptError, match="latent cache was built by encoder"):
-        run_stage("operator", settings({"next_step": 1.0}), *data, tmp_path / "op" / "model.pt",
+        run_stage("operator", settings({"next_step": 1.0}), *burgers, tmp_path / "op" / "model.pt",
                   init=autoencoder, cache=tmp_path / "cache.pt")
     assert not (tmp_path / "op").exists()
 
 
 @pytest.mark.parametrize("student, term, steps, prediction", [("distill", "distillation", 1, "v"),
                                                               ("consistency", "consistency", 2, "consistency")])
-def test_diffusion_and_distillation_stages(data, autoencoder, tmp_path, student, term, steps, prediction):
-    build_cache(autoencoder, *data, tmp_path / "cache.pt")
+def test_diffusion_and_distillation_stages(burgers, autoencoder, tmp_path, student, term, steps, prediction):
+    build_cache(autoencoder, *burgers, tmp_path / "cache.pt")
     common = dict(init=autoencoder, cache=tmp_path / "cache.pt")
-    run_stage("operator", settings({"next_step": 1.0}, epochs=1), *data, tmp_path / "op" / "model.pt", **common)
+    run_stage("operator", settings({"next_step": 1.0}, epochs=1), *burgers, tmp_path / "op" / "model.pt", **common)
     common["init"] = tmp_path / "op" / "model.pt"
-    run_stage("diffusion", settings({"denoising": 1.0}, corrector={"sample_steps": 4}), *data,
+    run_stage("diffusion", settings({"denoising": 1.0}, corrector={"sample_steps": 4}), *burgers,
               tmp_path / "diff" / "model.pt", **common)
     common["init"] = tmp_path / "diff" / "model.pt"
-    run_stage(student, settings({term: 1.0}, epochs=1, student_steps=steps), *data,
+    run_stage(student, settings({term: 1.0}, epochs=1, student_steps=steps), *burgers,
               tmp_path / "dist" / "model.pt", **common)
-    op, _, _ = load_checkpoint(tmp_path / "op" / "model.pt")
-    model, corrector, payload = load_checkpoint(tmp_path / "dist" / "model.pt")
+    op = load_checkpoint(tmp_path / "op" / "model.pt").model
+    result = load_checkpoint(tmp_path / "dist" / "model.pt")
+    model, corrector = result.model, result.corrector
     assert corrector is not None and corrector.nfe == corrector.sample_steps == steps
-    assert payload["stage"] == student and corrector.prediction == prediction
+    assert result.stage == student and corrector.prediction == prediction
     assert same(weights(model), weights(op))  # the surrogate stays frozen in both stages
-    assert payload["corrector_spec"]["data_scale"] > 0
+    assert result.corrector_spec["data_scale"] > 0
     # the evaluation records the student's network evaluations per rollout step
     from upt.evaluation.evaluate import evaluate_model
 
-    evaluate_model(tmp_path / "dist" / "model.pt", *data, tmp_path / "eval", dataset="b", arm=student, seed=0,
+    evaluate_model(tmp_path / "dist" / "model.pt", *burgers, tmp_path / "eval", dataset="b", arm=student, seed=0,
                    horizons=(1,))
     summary = pd.read_csv(tmp_path / "eval" / "summary.csv").set_index("metric")["value"]
     assert summary["nfe"] == steps
@@ -216,10 +205,11 @@ def upt_train(data, out, stage_settings, *launcher, **popen):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def test_sigterm_saves_state_and_resume_matches(data, tmp_path):
+@pytest.mark.slow  # three `upt train` subprocesses, ~10 s
+def test_sigterm_saves_state_and_resume_matches(burgers, tmp_path):
     cfg = settings({"reconstruction": 1.0}, epochs=30, checkpoint_every=1000, queries=16)
-    assert upt_train(data, tmp_path / "ref" / "model.pt", cfg, sys.executable).wait(300) == 0
-    proc = upt_train(data, tmp_path / "run" / "model.pt", cfg, sys.executable)
+    assert upt_train(burgers, tmp_path / "ref" / "model.pt", cfg, sys.executable).wait(300) == 0
+    proc = upt_train(burgers, tmp_path / "run" / "model.pt", cfg, sys.executable)
     while not (tmp_path / "run" / "metrics.csv").exists():  # at least one epoch done
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
@@ -229,16 +219,17 @@ def test_sigterm_saves_state_and_resume_matches(data, tmp_path):
     assert "preempted" in err and not (tmp_path / "run" / "model.pt").exists()
     step = torch.load(tmp_path / "run" / "state.pt", weights_only=True)["progress"]["step"]
     assert 0 < step < 30 * 4
-    assert upt_train(data, tmp_path / "run" / "model.pt", cfg, sys.executable).wait(300) == 0
-    assert same(load_checkpoint(tmp_path / "run" / "model.pt")[2]["model"],
-                load_checkpoint(tmp_path / "ref" / "model.pt")[2]["model"])
+    assert upt_train(burgers, tmp_path / "run" / "model.pt", cfg, sys.executable).wait(300) == 0
+    assert same(load_checkpoint(tmp_path / "run" / "model.pt").model.state_dict(),
+                load_checkpoint(tmp_path / "ref" / "model.pt").model.state_dict())
 
 
-def test_ddp_two_processes_match_one(data, tmp_path):
+@pytest.mark.slow  # `upt train` alone, then as two torchrun (DDP) processes, ~9 s
+def test_ddp_two_processes_match_one(burgers, tmp_path):
     cfg = settings({"reconstruction": 1.0}, epochs=3, queries=16)
-    single = upt_train(data, tmp_path / "one" / "model.pt", cfg, sys.executable)
+    single = upt_train(burgers, tmp_path / "one" / "model.pt", cfg, sys.executable)
     assert single.wait(300) == 0, single.communicate()
-    ddp = upt_train(data, tmp_path / "two" / "model.pt", cfg, sys.executable, "-m", "torch.distributed.run",
+    ddp = upt_train(burgers, tmp_path / "two" / "model.pt", cfg, sys.executable, "-m", "torch.distributed.run",
                     "--standalone", "--nproc_per_node", "2")
     assert ddp.wait(300) == 0, ddp.communicate()
     one = pd.read_csv(tmp_path / "one" / "metrics.csv")
@@ -247,21 +238,16 @@ def test_ddp_two_processes_match_one(data, tmp_path):
     pd.testing.assert_series_equal(one["val_loss"], two["val_loss"], rtol=1e-4)
 
 
-def test_divergence_scales_are_field_std_over_grid_spacing(tmp_path):
+def test_divergence_scales_are_field_std_over_grid_spacing(dataset):
     """The joint stage's divergence term works in physical units: d(std * v)/dx = std/dx * dv/dx."""
     import json
 
-    from pdebench_files import write_cfd
-    from upt.data.convert import convert
     from upt.data.dataset import FieldDataset
-    from upt.data.stats import compute_stats
-    from upt.training.run import _divergence_scales
+    from upt.training.stages import divergence_scales as _divergence_scales
 
-    write_cfd(tmp_path / "cfd.h5", nx=8, ny=6)
-    convert(tmp_path / "cfd.h5", tmp_path / "cfd.nc", md5="0" * 32, val_fraction=0.25, test_fraction=0.25)
-    compute_stats(tmp_path / "cfd.nc", tmp_path / "cfd.json")
-    train = FieldDataset(tmp_path / "cfd.nc", tmp_path / "cfd.json", "train")
-    stats = json.loads((tmp_path / "cfd.json").read_text())["fields"]
+    nc, stats_json = dataset("cfd")
+    train = FieldDataset(nc, stats_json, "train")
+    stats = json.loads(stats_json.read_text())["fields"]
     ix, iy, (sx, sy) = _divergence_scales(train)
     assert (train.fields[ix], train.fields[iy]) == ("Vx", "Vy")
     assert sx == pytest.approx(stats["Vx"]["std"] / (1 / 7), rel=1e-5)  # 8 points on [0, 1]
@@ -282,7 +268,7 @@ def test_adamw_is_fused_for_real_weights_and_steps_complex_ones_too():
     assert not torch.equal(spectral[0].detach(), before)
 
 
-def test_a_split_read_from_the_file_trains_exactly_as_a_preloaded_one(data, tmp_path, monkeypatch):
+def test_a_split_read_from_the_file_trains_exactly_as_a_preloaded_one(burgers, tmp_path, monkeypatch):
     """training.preload_mb 0 reads every window from the file: the same numbers, only slower."""
     from upt.data.dataset import FieldDataset
 
@@ -291,7 +277,7 @@ def test_a_split_read_from_the_file_trains_exactly_as_a_preloaded_one(data, tmp_
     counts = {}
     for name, extra in (("preloaded", {}), ("from-file", {"preload_mb": 0})):
         reads.clear()
-        run_stage("autoencoder", settings({"reconstruction": 1.0}, queries=16, **extra), *data,
+        run_stage("autoencoder", settings({"reconstruction": 1.0}, queries=16, **extra), *burgers,
                   tmp_path / name / "model.pt")
         counts[name] = len(reads)
     assert counts["preloaded"] <= 2 < 20 < counts["from-file"]  # one block per split, or one per window
@@ -303,10 +289,10 @@ def test_a_split_read_from_the_file_trains_exactly_as_a_preloaded_one(data, tmp_
     (lambda s: s["stage"].update(epochz=1), "stage.epochz"),
     (lambda s: s.update(modle={}), "modle"),
 ])
-def test_a_typo_in_the_settings_fails_naming_the_key(data, tmp_path, edit, key):
+def test_a_typo_in_the_settings_fails_naming_the_key(burgers, tmp_path, edit, key):
     cfg = settings({"reconstruction": 1.0}, epochs=1)
     edit(cfg)
-    proc = upt_train(data, tmp_path / "m.pt", cfg, sys.executable)
+    proc = upt_train(burgers, tmp_path / "m.pt", cfg, sys.executable)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and key in err
     assert not (tmp_path / "m.pt").exists()

@@ -23,6 +23,8 @@ from pdebench_files import write_1d_tensor
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 
+pytestmark = pytest.mark.slow  # every test runs the `snakemake` command line (1 s to a minute each)
+
 
 def snakemake(workdir: Path, target: str, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Build ``target`` with the repository's Snakefile in ``workdir``, this interpreter's `upt` on PATH."""
@@ -50,8 +52,8 @@ def test_dry_run_parses_default_and_pdebench_configs(tmp_path):
     (lambda c: c["claims"][0].update(control="nope"), "claims[0].control: unknown arm 'nope'"),
     (lambda c: c["arms"].update(wide={"model": {"tokens": 64}}), "arms.wide.model on dataset burgers1d: tokens=64"),
 ])
-def test_invalid_config_fails_naming_the_key(tmp_path, edit, needle):
-    config = yaml.safe_load(TEST_CONFIG.read_text())
+def test_invalid_config_fails_naming_the_key(tmp_path, workflow_config, edit, needle):
+    config = workflow_config
     edit(config)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = snakemake(tmp_path, "all_ablations", tmp_path / "bad.yaml", "-n", check=False)
@@ -125,13 +127,13 @@ def file_server(tmp_path, monkeypatch):
     srv.server_close()
 
 
-def test_download_rule_from_a_mirror(tmp_path, file_server):
+def test_download_rule_from_a_mirror(tmp_path, file_server, workflow_config):
     root, url = file_server
     data = write_1d_tensor(root / "1D_Burgers_Sols_Nu0.01.hdf5", samples=5)
     md5 = hashlib.md5((root / "1D_Burgers_Sols_Nu0.01.hdf5").read_bytes()).hexdigest()
     pd.DataFrame([{"PDE": "Burgers", "Filename": "1D_Burgers_Sols_Nu0.01.hdf5", "URL": url + "1D_Burgers_Sols_Nu0.01.hdf5",
                    "Path": "1D/Burgers/Train/", "MD5": md5}]).to_csv(tmp_path / "mirror.csv", index=False)
-    config = {**yaml.safe_load(TEST_CONFIG.read_text()), "pdebench_root": "pdebench",
+    config = {**workflow_config, "pdebench_root": "pdebench",
               "url_table": str(tmp_path / "mirror.csv"),
               "datasets": {"burgers": {"source": {"download": {"pde": "Burgers", "file": "1D_Burgers_Sols_Nu0.01.hdf5"}},
                                        "splits": {"val_fraction": 0.2, "test_fraction": 0.2}}}}
@@ -143,9 +145,9 @@ def test_download_rule_from_a_mirror(tmp_path, file_server):
         assert ds.attrs["source_md5"] == md5
 
 
-def test_multi_gpu_arm_trains_as_ddp_processes_under_torchrun(tmp_path):
+def test_multi_gpu_arm_trains_as_ddp_processes_under_torchrun(tmp_path, workflow_config):
     """An arm with training.gpus 2 runs its stage through torchrun: 2 gloo processes on this CPU."""
-    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config = workflow_config
     config["arms"]["ddp"] = {"training": {"gpus": 2}}
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     target = "results/burgers1d/train/ddp/seed0/autoencoder/model.pt"

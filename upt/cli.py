@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from upt import __version__
+from upt import __version__, vocabulary
 from upt.errors import Preempted, UptError
 
 
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="run an embedded solver and write PDEBench's HDF5 layout")
-    p.add_argument("pde", choices=["burgers1d", "diffreact2d", "ns2d"])
+    p.add_argument("pde", choices=list(vocabulary.GENERATORS))
     p.add_argument("out", type=Path)
     p.add_argument("--samples", type=int, required=True)
     p.add_argument("--resolution", type=int, required=True,
@@ -159,15 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_stats)
 
     p = sub.add_parser("train", help="train one stage of one ablation arm (runs under torchrun too)")
-    p.add_argument("stage", choices=["autoencoder", "operator", "joint", "diffusion", "distill", "consistency",
-                                     "fno"])
+    p.add_argument("stage", choices=list(vocabulary.STAGES))
     p.add_argument("--data", type=Path, required=True, help="converted netCDF file")
     p.add_argument("--stats", type=Path, required=True, help="normalization statistics JSON")
     p.add_argument("--settings", type=_settings, required=True, help="the arm's settings: JSON or a file")
     p.add_argument("--out", type=Path, required=True, help="result checkpoint (state and metrics beside it)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous stage")
     p.add_argument("--cache", type=Path, default=None,
-                   help="latent cache (operator, diffusion, distill, consistency)")
+                   help=f"latent cache ({', '.join(vocabulary.LATENT_STAGES)})")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("cache", help="encode every trajectory with a trained, frozen encoder")
@@ -187,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=None, help="the arm's final checkpoint")
     p.add_argument("--fine-data", type=Path, default=None, help="the same test data on a finer grid")
-    p.add_argument("--baseline", choices=["persistence", "mean", "coarse-solver"], default=None)
-    p.add_argument("--solver", choices=["burgers1d", "diffreact2d", "ns2d"], default=None)
+    p.add_argument("--baseline", choices=list(vocabulary.BASELINES), default=None)
+    p.add_argument("--solver", choices=list(vocabulary.GENERATORS), default=None,
+                   help="the numerical solver of a solver baseline: the generator of the dataset's PDE")
     p.add_argument("--coarsen", type=int, default=4, help="coarse-solver grid: this many times coarser")
     p.add_argument("--history", type=int, default=1, help="given frames for a baseline")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 10],

@@ -1,7 +1,7 @@
 """The one exception type the command line turns into a one-line message."""
 
 
-class UptError(Exception):
+class UptError(ValueError):
     """A problem with the user's input (a file, a key, a config value) that the message names.
 
     The CLI prints ``error: <message>`` and exits with status 1 instead of a traceback, so each

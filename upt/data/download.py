@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import importlib.resources
 import os
-import re
 import time
 import urllib.error
 import urllib.request

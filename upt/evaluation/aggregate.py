@@ -8,16 +8,15 @@ The manifest (JSON, written by the workflow) names what to collect::
      "runs": {arm: {seed: [{"stage": str, "dir": run_dir, "benchmark": tsv_or_null}]}},
      "claims": [{"claim", "arm", "control", "metric", "mode", "expected", "predicted": [low, high]}]}
 
-Outputs in ``out_dir`` (formats in the README): summary.csv (one row per arm x seed x mode x
-metric), summary_stats.csv (mean and 95% t-interval over seeds, and the paired difference to the
-reference arm), claims.csv (the seed's claims judged, :mod:`upt.evaluation.claims`), curves.nc
-(per-time metrics over arm x seed x mode x time), training.csv (every epoch of every stage run) and
-arms.json.
+Outputs in ``out_dir`` (their names and columns: :mod:`upt.results`): summary.csv (one row per
+arm x seed x mode x metric), summary_stats.csv (mean and 95% t-interval over seeds, and the paired
+difference to the reference arm), claims.csv (the seed's claims judged, :mod:`upt.evaluation.claims`),
+curves.nc (per-time metrics over arm x seed x mode x time), training.csv (every epoch of every stage
+run) and arms.json.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,17 @@ import pandas as pd
 import xarray as xr
 from scipy import stats as scipy_stats
 
-from upt.atomic import atomic_output
 from upt.errors import UptError
+from upt.results import (ARMS, CLAIMS, CURVES, EVAL_METRICS, EVAL_SUMMARY, RUN_METRICS, RUN_METRICS_COLUMNS, SUMMARY,
+                         SUMMARY_STATS, SUMMARY_STATS_COLUMNS, TRAINING, TRAINING_COLUMNS, read_benchmark,
+                         read_eval_metrics, read_run_metrics, read_summary, write_arms, write_claims, write_netcdf,
+                         write_summary, write_summary_stats, write_training)
 
 
 def aggregate(manifest: dict, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     training = training_table(manifest)
-    summary = pd.concat([pd.read_csv(Path(d) / "summary.csv") for seeds in manifest["evals"].values()
+    summary = pd.concat([read_summary(Path(d) / EVAL_SUMMARY) for seeds in manifest["evals"].values()
                          for d in seeds.values()], ignore_index=True)
     if not training.empty:  # an arm's training cost: every stage run of its chain, shared ones included
         cost = (training.drop_duplicates(["arm", "seed", "stage"]).groupby(["arm", "seed"])["run_seconds"]
@@ -45,20 +47,18 @@ def aggregate(manifest: dict, out_dir: str | Path) -> None:
 
     claims = judge(summary, [Claim.from_config(c) for c in manifest.get("claims", [])])
     curves = xr.merge(
-        [xr.open_dataset(Path(d) / "metrics.nc").load().expand_dims(arm=[arm], seed=[int(seed)])
+        [read_eval_metrics(Path(d) / EVAL_METRICS).expand_dims(arm=[arm], seed=[int(seed)])
          for arm, seeds in manifest["evals"].items() for seed, d in seeds.items()],
         compat="no_conflicts", join="outer", combine_attrs="drop")
     curves.attrs.update(dataset=manifest["dataset"], reference_arm=manifest["reference"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in (("summary.csv", summary), ("summary_stats.csv", stats), ("training.csv", training),
-                        ("claims.csv", claims)):
-        with atomic_output(out_dir / name) as tmp:
-            table.to_csv(tmp, index=False)
-    with atomic_output(out_dir / "curves.nc") as tmp:
-        curves.to_netcdf(tmp)
-    with atomic_output(out_dir / "arms.json") as tmp:
-        arms = {arm: {**info, "reference": arm == manifest["reference"]} for arm, info in manifest["arms"].items()}
-        tmp.write_text(json.dumps(arms, indent=2) + "\n")
+    write_summary(out_dir / SUMMARY, summary)
+    write_summary_stats(out_dir / SUMMARY_STATS, stats)
+    write_training(out_dir / TRAINING, training)
+    write_claims(out_dir / CLAIMS, claims)
+    write_netcdf(out_dir / CURVES, curves)
+    write_arms(out_dir / ARMS, {arm: {**info, "reference": arm == manifest["reference"]}
+                                for arm, info in manifest["arms"].items()})
 
 
 def summarize(summary: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def summarize(summary: pd.DataFrame, reference: str) -> pd.DataFrame:
                 diff = interval(np.array([a - b for a, b in paired]))
         row.update(diff_mean=diff[0], diff_ci_low=diff[1], diff_ci_high=diff[2])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SUMMARY_STATS_COLUMNS)
 
 
 def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -102,16 +102,14 @@ def training_table(manifest: dict) -> pd.DataFrame:
     for arm, seeds in manifest["runs"].items():
         for seed, runs in seeds.items():
             for run in runs:
-                metrics = pd.read_csv(Path(run["dir"]) / "metrics.csv")
-                keep = ["epoch", "step", "train_loss", "val_loss", "seconds"]
-                table = metrics[keep].assign(dataset=manifest["dataset"], arm=arm, seed=int(seed),
-                                             stage=run["stage"])
+                metrics = read_run_metrics(Path(run["dir"]) / RUN_METRICS)
+                table = metrics[list(RUN_METRICS_COLUMNS)].assign(dataset=manifest["dataset"], arm=arm,
+                                                                  seed=int(seed), stage=run["stage"])
                 if run.get("benchmark"):
-                    bench = pd.read_csv(run["benchmark"], sep="\t").iloc[-1]
+                    bench = read_benchmark(run["benchmark"]).iloc[-1]
                     table = table.assign(run_seconds=float(bench["s"]), max_rss_mb=float(bench["max_rss"]))
                 else:
                     table = table.assign(run_seconds=float(metrics["seconds"].sum()), max_rss_mb=np.nan)
                 frames.append(table)
-    columns = ["dataset", "arm", "seed", "stage", "epoch", "step", "train_loss", "val_loss", "seconds",
-               "run_seconds", "max_rss_mb"]
+    columns = list(TRAINING_COLUMNS)
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

@@ -1,5 +1,6 @@
 """Baselines that need no training: persistence, the spatial mean and the numerical solver on a
-coarser grid.
+coarser grid. Each is the ``implementation`` of its entry in :data:`upt.vocabulary.BASELINES`:
+``predict(test, solver=..., coarsen=...)`` -> the normalized prediction [S, steps, N, C].
 
 Both predict from the last given frame, in physical units, and are scored by the same code as the
 surrogates. The solver baselines know the PDE from the dataset (``solver``): ``burgers1d`` reads
@@ -16,19 +17,18 @@ import torch.nn.functional as F
 from upt.data.solvers.burgers import solve_burgers
 from upt.data.solvers.diffreact import solve_diffreact
 from upt.data.solvers.ns2d import solve_ns2d_velocity
+from upt import vocabulary
 from upt.errors import UptError
-from upt.evaluation.rollout import TestSet
-
-SOLVERS = ("burgers1d", "diffreact2d", "ns2d")
+from upt.evaluation.scoring import TestSet
 
 
-def persistence(test: TestSet) -> torch.Tensor:
+def persistence(test: TestSet, **options) -> torch.Tensor:
     """Copy the last given frame over the whole horizon: [S, steps, N, C] (normalized)."""
     last = test.frames[:, test.data.history - 1: test.data.history]
     return last.expand(-1, test.steps, -1, -1).clone()
 
 
-def spatial_mean(test: TestSet) -> torch.Tensor:
+def spatial_mean(test: TestSet, **options) -> torch.Tensor:
     """The spatial mean of the last given frame, per field, everywhere and forever: [S, steps, N, C].
 
     Exact for a conserved mean (Burgers on a periodic domain, incompressible velocity), and what
@@ -39,11 +39,18 @@ def spatial_mean(test: TestSet) -> torch.Tensor:
     return last.mean(dim=2, keepdim=True).expand(-1, test.steps, last.shape[2], -1).clone()
 
 
+def coarse_solver(test: TestSet, *, solver: str | None = None, coarsen: int = 4, **options) -> torch.Tensor:
+    """The dataset's numerical solver (``solver``, a generator's name) on a ``coarsen`` times coarser grid."""
+    if solver is None:
+        raise UptError(f"the coarse-solver baseline needs the dataset's solver ({', '.join(vocabulary.GENERATORS)})")
+    return solve(test, solver, pde_viscosity(test), coarsen)
+
+
 def solve(test: TestSet, solver: str, nu: float | None, coarsen: int = 1) -> torch.Tensor:
     """Run ``solver`` from the last given frame on a grid ``coarsen`` times coarser per axis, then
     interpolate back to the data's points: [S, steps, N, C] (normalized, like a surrogate's output)."""
-    if solver not in SOLVERS:
-        raise UptError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
+    if solver not in vocabulary.GENERATORS:
+        raise UptError(f"unknown solver {solver!r}; known: {', '.join(vocabulary.GENERATORS)}")
     data, h = test.data, test.data.history
     state = test.physical(test.frames[:, h - 1: h])[:, 0]  # [S, *grid, C]
     t_save = data.times[h - 1:] - data.times[h - 1]

@@ -36,9 +36,9 @@ import pandas as pd
 
 from upt.errors import UptError
 from upt.evaluation.aggregate import interval
+from upt.results import CLAIMS_COLUMNS
 
-COLUMNS = ["claim", "arm", "control", "metric", "mode", "expected", "effect", "ci_low", "ci_high",
-           "n_seeds", "verdict", "predicted_low", "predicted_high", "arm_mean", "control_mean", "note"]
+COLUMNS = list(CLAIMS_COLUMNS)  # claims.csv's columns, in order (the results contract's)
 VERDICTS = ("supported", "refuted", "inconclusive")
 
 

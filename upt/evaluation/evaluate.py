@@ -7,15 +7,14 @@ from pathlib import Path
 import torch
 
 from upt.data.dataset import history_windows
+from upt import vocabulary
 from upt.errors import UptError
-from upt.evaluation import baselines
-from upt.evaluation.rollout import (HORIZONS, TestSet, divergence_rms, latent_drift, reconstruction, score,
+from upt.evaluation.scoring import (HORIZONS, TestSet, divergence_rms, latent_drift, reconstruction, score,
                                     timed, write_results)
 from upt.models.presets import count_parameters
-from upt.training.checkpoint import load_checkpoint
+from upt.models.checkpoint import load_checkpoint
 
-MODES = ("latent", "physical")
-BASELINES = ("persistence", "mean", "coarse-solver")
+ROLLOUT_MODES = ("latent", "physical")  # a UPT's; the FNO has its own rollout_modes
 
 
 def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, out_dir: str | Path, *,
@@ -23,9 +22,9 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
                    batch_size: int = 32, horizons=HORIZONS) -> None:
     """Latent and physical rollouts, the one-step error, the autoencoder's reconstruction floor, and
     zero-shot super-resolution if possible."""
-    model, corrector, payload = load_checkpoint(checkpoint)
-    model.eval()
-    params = payload["info"].get("settings", {}).get("params", ())
+    result = load_checkpoint(checkpoint)
+    model, corrector = result.model.eval(), result.corrector
+    params = result.settings.get("params", ())
     test = TestSet.load(data, stats, model.history, params)
     u0, cond, pos, grid = test.initial(), test.cond(), test.data.pos, test.data.grid_shape
     generator = torch.Generator().manual_seed(seed)
@@ -43,7 +42,7 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
     results, predictions, rows = {}, {}, [{"mode": "all", "metric": "params", "value": count_parameters(model)}]
     if corrector is not None:  # the sampler's cost per rollout step, beside its rollout times
         rows.append({"mode": "all", "metric": "nfe", "value": corrector.nfe})
-    modes = getattr(model, "rollout_modes", MODES)  # the FNO baseline has no latent space
+    modes = getattr(model, "rollout_modes", ROLLOUT_MODES)  # the FNO baseline has no latent space
     u, c, t = u0[:batch_size], cond[:batch_size], ids[:batch_size]
     with torch.no_grad():  # one step per mode first: the first calls' one-off costs (allocator
         for mode in modes:  # growth, kernel selection) would otherwise be charged to the first mode timed
@@ -112,19 +111,13 @@ def evaluate_baseline(kind: str, data: str | Path, stats: str | Path, out_dir: s
     The coarse-solver run also times the solver at the data's own resolution on the same test
     trajectories (arm ``solver``, mode ``reference``): the cost a surrogate must undercut.
     """
-    if kind not in BASELINES:
-        raise UptError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    baseline = vocabulary.baseline(kind)
     test = TestSet.load(data, stats, history)
+    predict = baseline.load()
     rows = []
-    if kind in ("persistence", "mean"):
-        predict = baselines.persistence if kind == "persistence" else baselines.spatial_mean
-        predicted, seconds, peak = timed(lambda: predict(test))
-    else:
-        if solver is None:
-            raise UptError(f"the coarse-solver baseline needs the dataset's solver ({', '.join(baselines.SOLVERS)})")
-        nu = baselines.pde_viscosity(test)
-        predicted, seconds, peak = timed(lambda: baselines.solve(test, solver, nu, coarsen))
-        _, reference_seconds, _ = timed(lambda: baselines.solve(test, solver, nu, 1))
+    predicted, seconds, peak = timed(lambda: predict(test, solver=solver, coarsen=coarsen))
+    if baseline.solver:  # the cost a surrogate must undercut: the solver at the data's own resolution
+        _, reference_seconds, _ = timed(lambda: predict(test, solver=solver, coarsen=1))
         rows.append({"mode": "reference", "metric": "rollout_seconds", "value": reference_seconds,
                      "arm": "solver"})
     rows += [{"mode": "physical", "metric": "rollout_seconds", "value": seconds},

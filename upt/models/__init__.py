@@ -15,6 +15,8 @@ _HOMES = {
     "build_model": "presets", "count_parameters": "presets", "parameter_table": "presets",
     "PRESETS": "sizes", "ModelSize": "sizes",
     "UPT": "upt",
+    "model_from_spec": "factory", "corrector_from_spec": "factory",
+    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
 }
 __all__ = sorted(_HOMES)
 

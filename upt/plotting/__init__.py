@@ -1,17 +1,16 @@
 """Figures and the main table, redrawn from ``results/<dataset>/`` alone (no checkpoint, no data).
 
-``plot_all`` reads the result files fixed by the results contract (summary_stats.csv, curves.nc,
-training.csv, arms.json, eval/<arm>/seed<s>/predictions.nc), draws every figure whose data exist,
-and writes ``<out_dir>/<dataset>/<figure>.png`` (dpi 150) and ``.pdf`` atomically and byte-for-byte
+``plot_all`` reads the result files fixed by the results contract through its readers
+(:mod:`upt.results`: summary_stats.csv, curves.nc, training.csv, claims.csv, arms.json,
+eval/<arm>/seed<s>/predictions.nc), draws every figure whose data exist, and writes
+``<out_dir>/<dataset>/<figure>.png`` (dpi 150) and ``.pdf`` atomically and byte-for-byte
 reproducibly, plus ``main_table.md`` (per-horizon rollout errors beside the baselines),
 ``modes_table.md`` (latent beside physical rollouts) and ``claims_table.md``. A figure whose data are missing is skipped with a logged reason.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -28,6 +27,8 @@ from upt.plotting.scaling import scaling, sweep_arms, token_scaling, width_scali
 from upt.plotting.style import SOLVER, NoData, Palette, save_figure
 from upt.plotting.claims import claims_figure
 from upt.plotting.tables import claims_table, format_interval, main_table, markdown_table, modes_table, reference_of
+from upt.results import (ARMS, CLAIMS, CURVES, PREDICTIONS, SUMMARY_STATS, TRAINING, Layout, read_arms, read_claims,
+                         read_curves, read_predictions, read_summary_stats, read_training)
 
 __all__ = ["FIGURES", "Results", "claims_figure", "claims_table", "modes_table", "error_vs_time", "format_interval", "latent_vs_physical", "load_results",
            "main_table", "markdown_table", "metric_bars", "plot_all", "plot_command", "prediction_vs_truth",
@@ -63,46 +64,52 @@ class Results:
         return Palette.build([a for a in arms if a != SOLVER], self.reference, kinds)
 
 
-def _seed_number(path: Path) -> int:
-    match = re.fullmatch(r"seed(\d+)", path.parent.name)
-    return int(match.group(1)) if match else 1 << 30
+def _layout(folder: Path) -> tuple[Layout, str]:
+    """The layout of the results root holding ``folder`` (= ``<root>/<dataset>``), and its name there."""
+    return Layout(str(folder.parent)), folder.name
 
 
 def load_results(folder: str | Path, dataset: str | None = None) -> Results:
     """Read ``folder`` (= ``results/<dataset>``); the predictions are the reference arm's, first seed."""
     folder = Path(folder)
     dataset = dataset or folder.name
+    layout, name = _layout(folder)
     res = Results(dataset)
-    if (folder / "summary_stats.csv").is_file():
-        stats = pd.read_csv(folder / "summary_stats.csv")
-        if "dataset" in stats and (stats["dataset"] == dataset).any():
+
+    def present(table: str) -> str | None:
+        path = layout.table(name, table)
+        return path if Path(path).is_file() else None
+
+    if path := present(SUMMARY_STATS):
+        stats = read_summary_stats(path)
+        if (stats["dataset"] == dataset).any():
             stats = stats[stats["dataset"] == dataset]
         res.summary_stats = stats.reset_index(drop=True)
-    if (folder / "curves.nc").is_file():
-        res.curves = xr.load_dataset(folder / "curves.nc")
-    if (folder / "training.csv").is_file():
-        res.training = pd.read_csv(folder / "training.csv")
-    if (folder / "claims.csv").is_file():
-        res.claims = pd.read_csv(folder / "claims.csv")
-    if (folder / "arms.json").is_file():
-        res.arms = json.loads((folder / "arms.json").read_text())
+    if path := present(CURVES):
+        res.curves = read_curves(path)
+    if path := present(TRAINING):
+        res.training = read_training(path)
+    if path := present(CLAIMS):
+        res.claims = read_claims(path)
+    if path := present(ARMS):
+        res.arms = read_arms(path)
     res.reference = (next((a for a, info in res.arms.items() if info and info.get("reference")), None)
                      or reference_of(res.summary_stats)
                      or (res.curves.attrs.get("reference_arm") if res.curves is not None else None))
     if res.reference:
-        found = sorted((folder / "eval" / res.reference).glob("seed*/predictions.nc"), key=_seed_number)
+        found = layout.eval_files(name, res.reference, PREDICTIONS)
         if found:
-            res.predictions = xr.load_dataset(found[0])
+            res.predictions = read_predictions(found[0])
     return res
 
 
 def _jobs(res: Results, palette: Palette) -> list[tuple[str, str | None, Callable]]:
     """(figure, reason it cannot be drawn or None, function drawing it)."""
     stats, ref = res.summary_stats, res.reference
-    no_stats = None if stats is not None else "no summary_stats.csv"
-    no_arms = no_stats or (None if res.arms else "no arms.json")
+    no_stats = None if stats is not None else f"no {SUMMARY_STATS}"
+    no_arms = no_stats or (None if res.arms else f"no {ARMS}")
     return [
-        ("error_vs_time", None if res.curves is not None else "no curves.nc",
+        ("error_vs_time", None if res.curves is not None else f"no {CURVES}",
          lambda: error_vs_time(res.curves, palette=palette, reference=ref)),
         ("metric_bars", no_stats, lambda: metric_bars(stats, palette=palette, reference=ref)),
         ("token_scaling", no_arms, lambda: token_scaling(stats, res.arms, res.training, ref)),
@@ -110,11 +117,11 @@ def _jobs(res: Results, palette: Palette) -> list[tuple[str, str | None, Callabl
         ("latent_vs_physical", no_stats,
          lambda: latent_vs_physical(stats, palette=palette, reference=ref)),
         ("prediction_vs_truth", None if res.predictions is not None else
-         f"no eval/{ref}/seed*/predictions.nc for the reference arm",
+         f"no {PREDICTIONS} in any evaluation of the reference arm {ref}",
          lambda: prediction_vs_truth(res.predictions, arm=ref)),
-        ("training_curves", None if res.training is not None else "no training.csv",
+        ("training_curves", None if res.training is not None else f"no {TRAINING}",
          lambda: training_curves(res.training, palette=palette, reference=ref)),
-        ("claims", None if res.claims is not None else "no claims.csv", lambda: claims_figure(res.claims)),
+        ("claims", None if res.claims is not None else f"no {CLAIMS}", lambda: claims_figure(res.claims)),
     ]
 
 
@@ -122,7 +129,7 @@ def plot_all(results_dir: str | Path, dataset: str, out_dir: str | Path,
              formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
     """Draw every figure of ``dataset`` whose data exist under ``results_dir/<dataset>/`` into
     ``out_dir/<dataset>/`` (each in ``formats``), write ``main_table.md``, return the paths written."""
-    folder = Path(results_dir) / dataset
+    folder = Path(Layout(str(results_dir)).dataset_dir(dataset))
     if not folder.is_dir():
         raise UptError(f"{folder}: no results for dataset {dataset!r}")
     res = load_results(folder, dataset)
@@ -175,10 +182,11 @@ def plot_command(results_dir: str | Path, datasets: Iterable[str] | None, out_di
     results_dir = Path(results_dir)
     names = list(datasets or [])
     if not names:
+        layout, tables = Layout(str(results_dir)), (SUMMARY_STATS, CURVES, TRAINING)
         names = sorted(p.name for p in results_dir.glob("*") if p.is_dir()
-                       and any((p / f).is_file() for f in ("summary_stats.csv", "curves.nc", "training.csv")))
+                       and any(Path(layout.table(p.name, t)).is_file() for t in tables))
         if not names:
-            raise UptError(f"{results_dir}: no dataset folder with summary_stats.csv, curves.nc or training.csv")
+            raise UptError(f"{results_dir}: no dataset folder with {', '.join(tables[:-1])} or {tables[-1]}")
     written = []
     for name in names:
         paths = plot_all(results_dir, name, out_dir)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from upt.plotting.style import (MODE_COLORS, PERSISTENCE, PERSISTENCE_COLOR, REFERENCE_COLOR, NoData,
                                 Palette, label, log_scale, new_figure, styled)
 from upt.plotting.tables import interval_note, pick, reference_of, solver_seconds
+from upt.results import SUMMARY_STATS
 
 HIGHER_IS_BETTER = ("corr_time", "correlation")
 
@@ -36,7 +37,7 @@ def metric_bars(summary_stats: pd.DataFrame, mode: str = "latent",
     reference = reference or reference_of(summary_stats)
     picked = [pick(summary_stats, m, [mode, "physical"]) for m in metrics]
     if picked[0].empty:
-        raise NoData(f"summary_stats.csv: no {metrics[0]} values")
+        raise NoData(f"{SUMMARY_STATS}: no {metrics[0]} values")
     palette = palette or Palette.build(picked[0].index, reference)
     first = picked[0]["mean"].sort_values(kind="stable")
     arms = list(first.index) + sorted({a for p in picked[1:] for a in p.index} - set(first.index))
@@ -87,7 +88,7 @@ def latent_vs_physical(summary_stats: pd.DataFrame, palette: Palette | None = No
     sec = {m: pick(summary_stats, "rollout_seconds", [m]) for m in ("latent", "physical")}
     arms = [a for a in err["latent"].index if a in err["physical"].index and not palette.is_baseline(a)]
     if not arms:
-        raise NoData("summary_stats.csv: no arm has nRMSE in both the latent and the physical mode")
+        raise NoData(f"{SUMMARY_STATS}: no arm has nRMSE in both the latent and the physical mode")
     arms.sort(key=lambda a: (a != reference, err["latent"].loc[a, "mean"]))
     x = np.arange(len(arms))
     width = 0.38

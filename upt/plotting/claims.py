@@ -8,6 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from upt.plotting.style import NoData, new_figure, styled
+from upt.results import CLAIMS
 
 VERDICT_COLORS = {"supported": "#1a9850", "refuted": "#d73027", "inconclusive": "#7f7f7f"}
 
@@ -18,7 +19,7 @@ def claims_figure(claims: pd.DataFrame) -> Figure:
     (whiskers), the seed's predicted range (shaded band, clipped to the axes where open), 0 dashed."""
     claims = claims[np.isfinite(claims["effect"].astype(float))].reset_index(drop=True)
     if claims.empty:
-        raise NoData("claims.csv: no claim with a measured effect")
+        raise NoData(f"{CLAIMS}: no claim with a measured effect")
     fig = new_figure(height=0.45 * len(claims) + 1.2)
     ax = fig.subplots()
     finite = np.concatenate([claims[c].to_numpy(float) for c in ("effect", "ci_low", "ci_high")])

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from scipy import stats as sps
 
+from upt import vocabulary
+from upt.evaluation.aggregate import interval
 from upt.plotting.style import (PERSISTENCE, ROLLOUT_MODES, NoData, Palette, label, log_scale, new_figure,
                                 styled)
 from upt.plotting.tables import interval_note
+from upt.results import CURVES, TRAINING
 
-STAGE_ORDER = ("autoencoder", "operator", "joint", "diffusion", "distill", "consistency")
+STAGE_ORDER = tuple(vocabulary.STAGES)
 
 
 def seed_band(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds and its 95% t-interval (NaN seeds ignored; no band from a single seed)."""
-    values = np.asarray(values, float)
-    n = np.sum(np.isfinite(values), axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(values, axis=axis) if values.size else values
-        sd = np.nanstd(values, axis=axis, ddof=1) if np.any(n > 1) else np.full_like(mean, np.nan)
-        half = sps.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(n)
-    half = np.where(n > 1, half, np.nan)
-    return mean, mean - half, mean + half
+    """Mean over seeds (``axis``) and its 95% t-interval, :func:`upt.evaluation.aggregate.interval`
+    per point (NaN seeds ignored; no band from a single seed)."""
+    values = np.moveaxis(np.asarray(values, float), axis, -1)
+    rows = values.reshape(math.prod(values.shape[:-1]), values.shape[-1])
+    out = np.array([interval(row) for row in rows], float).reshape(*values.shape[:-1], 3)
+    return out[..., 0], out[..., 1], out[..., 2]
 
 
 def _panel_arms(da: xr.DataArray, mode: str, palette: Palette) -> list[tuple[str, str]]:
@@ -52,7 +53,7 @@ def error_vs_time(curves: xr.Dataset, metric: str = "nrmse", palette: Palette | 
     palette = palette or Palette.build([str(a) for a in da["arm"].values], reference)
     modes = [m for m in ROLLOUT_MODES if m in da["mode"].values and bool(da.sel(mode=m).notnull().any())]
     if not modes:
-        raise NoData(f"curves.nc: no {metric} values in the modes {', '.join(ROLLOUT_MODES)}")
+        raise NoData(f"{CURVES}: no {metric} values in the modes {', '.join(ROLLOUT_MODES)}")
     fig = new_figure(2.6)
     axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)[0]
     t = np.asarray(curves["time"].values, float)
@@ -104,7 +105,7 @@ def training_curves(training: pd.DataFrame, palette: Palette | None = None,
     stages = [s for s in STAGE_ORDER if s in present] + [s for s in present if s not in STAGE_ORDER]
     rows = [c for c in ("train_loss", "val_loss") if c in df and df[c].notna().any()]
     if not stages or not rows:
-        raise NoData("training.csv: no loss values to plot")
+        raise NoData(f"{TRAINING}: no loss values to plot")
     n_arms = df["arm"].nunique()
     fig = new_figure(1.7 * len(rows) + 0.5 + 0.16 * -(-n_arms // 5), width=min(6.75, 1.2 + 1.9 * len(stages)))
     axes = fig.subplots(len(rows), len(stages), squeeze=False, sharex="col", sharey="col")

@@ -7,6 +7,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from upt.plotting.style import ROLLOUT_MODES, NoData, new_figure, styled
+from upt.results import PREDICTIONS
 
 FIELD_CMAP, ERROR_CMAP = "viridis", "RdBu_r"
 
@@ -14,11 +15,11 @@ FIELD_CMAP, ERROR_CMAP = "viridis", "RdBu_r"
 def _fields_and_modes(pred: xr.Dataset, field: str | None) -> tuple[str, list[str]]:
     fields = [str(v)[: -len("_true")] for v in pred.data_vars if str(v).endswith("_true")]
     if not fields:
-        raise NoData("predictions.nc: no <field>_true variable")
+        raise NoData(f"{PREDICTIONS}: no <field>_true variable")
     field = field or fields[0]
     modes = [m for m in ROLLOUT_MODES if f"{field}_{m}" in pred]
     if not modes:
-        raise NoData(f"predictions.nc: no {field}_latent or {field}_physical variable")
+        raise NoData(f"{PREDICTIONS}: no {field}_latent or {field}_physical variable")
     return field, modes
 
 
@@ -62,7 +63,7 @@ def prediction_vs_truth(pred: xr.Dataset, sample: int = 0, field: str | None = N
     elif len(spatial) == 2:
         fig = _snapshots(pred, spatial, truth, preds, errors, (vmin, vmax, emax), given, field)
     else:
-        raise NoData(f"predictions.nc: {len(spatial)} spatial dimensions; only 1D and 2D are drawn")
+        raise NoData(f"{PREDICTIONS}: {len(spatial)} spatial dimensions; only 1D and 2D are drawn")
     fig.suptitle(title, fontsize=8)
     return fig
 

@@ -19,6 +19,7 @@ from upt.plotting.curves import seed_band
 from upt.plotting.style import (MODE_COLORS, PERSISTENCE, PERSISTENCE_COLOR, ROLLOUT_MODES, NoData,
                                 label, log_scale, new_figure, styled)
 from upt.plotting.tables import ANY, interval_note, pick, reference_of
+from upt.results import ARMS
 
 SWEEPS = {"tokens": ("tokens", "latent tokens"), "width": ("dim", "width (latent dim)")}
 
@@ -84,7 +85,7 @@ def scaling(summary_stats: pd.DataFrame, arms_info: Mapping[str, dict], kind: st
     reference = reference or reference_of(summary_stats)
     xs = sweep_arms(arms_info, kind, reference, available=set(summary_stats["arm"]))
     if not xs:
-        raise NoData(f"no {kind} sweep: arms.json has no {kind}-<n> arms with results beside the reference")
+        raise NoData(f"no {kind} sweep: {ARMS} has no {kind}-<n> arms with results beside the reference")
     _, xlabel = SWEEPS[kind]
     fig = new_figure(2.5)
     ax_err, ax_time, ax_mem = fig.subplots(1, 3)

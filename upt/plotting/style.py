@@ -18,6 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
+from upt import vocabulary
 from upt.atomic import atomic_output
 
 DPI = 150
@@ -26,7 +27,9 @@ REFERENCE_COLOR = "#000000"
 PERSISTENCE_COLOR = "#8c8c8c"
 PERSISTENCE = "persistence"
 SOLVER = "solver"
-KNOWN_BASELINES = frozenset({PERSISTENCE, "fno", "coarse-solver", SOLVER})
+# Arms drawn as baselines when arms.json does not say: the vocabulary's baselines, the FNO and the
+# full-resolution solver's timing row.
+KNOWN_BASELINES = frozenset({*vocabulary.BASELINES, "fno", SOLVER})
 ROLLOUT_MODES = ("latent", "physical")
 MODE_COLORS = {"latent": "#0173b2", "physical": "#de8f05"}  # seaborn "colorblind" 0 and 1
 

@@ -2,7 +2,7 @@
 
 Operator, diffusion and distillation stages of frozen-encoder arms read latents instead of fields,
 so they never run the encoder. The cache records the SHA-256 of the weights of the encoder that made
-it (:func:`upt.training.checkpoint.module_hash`: the same for every checkpoint that carries that
+it (:func:`upt.models.checkpoint.module_hash`: the same for every checkpoint that carries that
 encoder, different for any other), and :func:`load_cache` refuses a cache whose hash does not match
 the encoder of the run that reads it (docs/architecture.md, "Lessons": train and test latents must come from the
 same, trained encoder).
@@ -26,15 +26,15 @@ from torch.utils.data import Dataset
 from upt.atomic import atomic_output
 from upt.data.dataset import FieldDataset, history_windows
 from upt.errors import UptError
-from upt.training.checkpoint import load_checkpoint, module_hash
+from upt.models.checkpoint import load_checkpoint, module_hash
 
 
 @torch.no_grad()
 def build_cache(encoder_checkpoint: str | Path, data: str | Path, stats: str | Path, out: str | Path,
                 *, params=(), splits=("train", "val", "test"), batch_size: int = 64) -> dict:
-    model, _, payload = load_checkpoint(encoder_checkpoint)
-    model.eval()
-    history = payload["model_spec"].get("history", 1)
+    checkpoint = load_checkpoint(encoder_checkpoint)
+    model = checkpoint.model.eval()
+    history = checkpoint.model_spec.get("history", 1)
     cache = {"encoder_hash": module_hash(model.encoder), "history": history, "splits": {}}
     for split in splits:
         ds = FieldDataset(data, stats, split, history=history, horizon=1, params=params)

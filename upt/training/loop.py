@@ -23,7 +23,7 @@ import math
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -36,23 +36,9 @@ from tqdm.auto import tqdm
 
 from upt.atomic import atomic_output
 from upt.errors import Preempted, UptError
+from upt.results import RUN_METRICS, STATE
+from upt.settings import LoopSettings
 from upt.training import distributed
-
-
-@dataclass
-class LoopSettings:
-    epochs: int = 10
-    batch_size: int = 16  # global batch, split across DDP ranks
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup: float = 0.05  # fraction of all steps spent warming up linearly
-    min_lr: float = 0.02  # final learning rate as a fraction of lr (cosine floor)
-    grad_clip: float = 1.0
-    ema: float | None = None  # EMA decay of the weights used for validation and the result
-    checkpoint_every: int = 200  # steps between resume checkpoints (plus every epoch end)
-    seed: int = 0
-    workers: int = 0  # DataLoader worker processes
-    max_steps_per_epoch: int | None = None  # cap on a large dataset's epoch
 
 
 def warmup_cosine(total_steps: int, warmup: float, min_lr: float) -> Callable[[int], float]:
@@ -113,7 +99,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
     after_step = getattr(stage, "after_step", None)
 
     progress = {"step": 0, "epoch": 0, "best_val": math.inf, "best": None, "rows": [], "sums": {}}
-    state_path = out_dir / "state.pt"
+    state_path = out_dir / STATE
     run_id = json.dumps([getattr(stage, "name", None), asdict(settings), fingerprint], sort_keys=True)
     saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
     if saved is not None and saved["run_id"] != run_id:
@@ -193,7 +179,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
             if rank == 0:
                 bar.write(f"epoch {epoch + 1}/{settings.epochs}: train {row['train_loss']:.5g} "
                           f"val {val_loss:.5g}")
-                with atomic_output(out_dir / "metrics.csv") as tmp:
+                with atomic_output(out_dir / RUN_METRICS) as tmp:
                     pd.DataFrame(progress["rows"]).to_csv(tmp, index=False)
     finally:
         bar.close()

@@ -4,6 +4,9 @@ Every stage is an ``nn.Module`` run by the one loop in :mod:`upt.training.loop`:
 generator)`` returns ``(total, terms)``, and exactly the parameters the stage trains have
 ``requires_grad`` (so a frozen encoder really is frozen, and DDP sees no unused parameters).
 Loss weights come from the arm's config; a weight of 0 skips the term (``upt.losses.combine``).
+Each class is the ``implementation`` of its entry in :data:`upt.vocabulary.STAGES` (which lists
+its loss terms and what it trains and keeps); :meth:`Stage.build` makes it from a run's settings,
+its training data and the checkpoint it continues from, for :func:`upt.training.run.run_stage`.
 
     autoencoder  E + D    reconstruction at query points (inverse encoding), latent-norm penalty
     operator     A        latent next-step and rollout MSE on the cached latents of a frozen E, relative
@@ -21,41 +24,46 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
 from upt import losses
-from upt.models.diffusion import DiffusionCorrector, consistency_loss, distillation_loss, ema_update
+from upt.errors import UptError
+from upt.models.checkpoint import Checkpoint
+from upt.models.diffusion import (DiffusionCorrector, consistency_loss, distillation_loss, ema_update,
+                                  make_consistency_student, make_student)
+from upt.models.factory import corrector_from_spec, model_from_spec
+from upt.models.fno import matched_width
+from upt.models.presets import count_parameters
 from upt.models.upt import UPT
-
-LOSS_TERMS = {
-    "autoencoder": ("reconstruction", "latent_norm", "divergence"),
-    "operator": ("next_step", "rollout", "latent_drift"),
-    "joint": ("next_step", "rollout", "inverse_encoding", "inverse_decoding", "latent_norm",
-              "spectral", "mean_consistency", "divergence"),
-    "diffusion": ("denoising",),
-    "distill": ("distillation",),
-    "consistency": ("consistency",),
-    "fno": ("next_step", "rollout"),
-}
+from upt.settings import StageSettings, check_losses, check_student_steps
 
 
 class Stage(nn.Module):
     name = "stage"
+    corrector_spec: dict | None = None  # the spec of the corrector it trains, saved in its result
 
     def __init__(self, model: UPT, weights: dict[str, float], trains: tuple[nn.Module, ...],
                  **modules: nn.Module):
         super().__init__()
-        unknown = set(weights) - set(LOSS_TERMS[self.name])
-        if unknown:
-            raise ValueError(f"stage {self.name} has no loss term(s) {sorted(unknown)}; "
-                             f"it has {', '.join(LOSS_TERMS[self.name])}")
+        check_losses(self.name, weights, f"stage {self.name}: losses")
         self.model, self.weights = model, weights
         for name, module in modules.items():  # e.g. the corrector, a frozen teacher
             setattr(self, name, module)
         self.requires_grad_(False)
         for module in trains:
             module.requires_grad_(True)
+
+    @classmethod
+    def build(cls, model, settings: StageSettings, train, base: Checkpoint | None) -> "Stage":
+        """This stage for ``model`` (its kept modules already copied from ``base``), given the run's
+        stage settings and its training split (a FieldDataset or LatentWindows)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_init(cls, settings: StageSettings, base: Checkpoint, init: str) -> None:
+        """Refuse an init this stage cannot continue from (before any data are read)."""
 
     def weight(self, term: str) -> float:
         return float(self.weights.get(term, 0.0))
@@ -68,6 +76,16 @@ class FieldStage(Stage):
         super().__init__(model, weights, trains)
         self.register_buffer("pos", pos, persistent=False)
         self.grid_shape, self.queries = tuple(grid_shape), queries
+
+    @classmethod
+    def model_spec(cls, model: dict, dims: dict, grid_shape) -> dict:
+        """The factory spec of a fresh model: the arm's model settings on this dataset's grid."""
+        return {**model, **dims, "grid_shape": list(grid_shape)}
+
+    @classmethod
+    def build(cls, model, settings, train, base):
+        return cls(model, settings.losses, train.pos, train.grid_shape, settings.queries,
+                   divergence=divergence_scales(train))
 
     def query_index(self, generator: torch.Generator) -> torch.Tensor | None:
         """Query-based training: a random subset of output points per batch (training only)."""
@@ -176,6 +194,16 @@ class JointStage(FieldStage):
         })
 
 
+def divergence_scales(train):
+    """(channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) of a FieldDataset with a 2D
+    velocity, else None: what the divergence term needs."""
+    if not {"Vx", "Vy"} <= set(train.fields) or len(train.grid_shape) != 2:
+        return None
+    dx, dy = (float(np.diff(train.coords[d][:2])[0]) for d in ("x", "y"))
+    ix, iy = train.fields.index("Vx"), train.fields.index("Vy")
+    return ix, iy, (float(train.std[ix]) / dx, float(train.std[iy]) / dy)
+
+
 def divergence_term(divergence, decoded, grid_shape):
     """The divergence penalty of a decoded velocity ``decoded()`` [B, N, C] on the grid, as a term.
 
@@ -203,6 +231,10 @@ class OperatorStage(Stage):
         super().__init__(model, weights, (model.approximator,))
         self.latent_var = float(latent_var)
 
+    @classmethod
+    def build(cls, model, settings, train, base):
+        return cls(model, settings.losses, latent_var=float(train.z.float().var()))
+
     def forward(self, batch, generator):
         z, target, cond = batch["z"], batch["target"], batch["cond"]
         cache = {}
@@ -228,6 +260,15 @@ class DiffusionStage(Stage):
     def __init__(self, model, weights, corrector: DiffusionCorrector):
         super().__init__(model, weights, (corrector,), corrector=corrector)
 
+    @classmethod
+    def build(cls, model, settings, train, base):
+        c = settings.corrector
+        spec = {"dim": int(train.z.shape[-1]), "depth": c.depth, "heads": c.heads, "prediction": c.prediction,
+                "sample_steps": c.sample_steps, "data_scale": residual_scale(model, train)}
+        stage = cls(model, settings.losses, corrector_from_spec(spec))
+        stage.corrector_spec = spec
+        return stage
+
     def forward(self, batch, generator):
         with torch.no_grad():
             z_pred = self.model.step(batch["z"], batch["cond"][:, 0])
@@ -235,13 +276,34 @@ class DiffusionStage(Stage):
                                              lambda: self.corrector.residual_loss(batch["target"][:, 0], z_pred))})
 
 
-class DistillStage(Stage):
+class StudentStage(Stage):
+    """A few-step student of the diffusion corrector its init holds (the teacher)."""
+
+    @classmethod
+    def check_init(cls, settings, base, init):
+        if base.corrector is None:
+            raise UptError(f"{init}: stage {cls.name} needs a checkpoint with a diffusion corrector (its teacher)")
+        check_student_steps(settings.student_steps, base.corrector.sample_steps,
+                            f"student_steps of stage {cls.name} (teacher {init})")
+
+    @staticmethod
+    def student_spec(base: Checkpoint, settings, **changes) -> dict:
+        return {**base.corrector_spec, "sample_steps": settings.student_steps, **changes}
+
+
+class DistillStage(StudentStage):
     """A few-step student (``corrector``) learns to reproduce the multi-step teacher's samples."""
 
     name = "distill"
 
     def __init__(self, model, weights, student: DiffusionCorrector, teacher: DiffusionCorrector):
         super().__init__(model, weights, (student,), corrector=student, teacher=teacher)
+
+    @classmethod
+    def build(cls, model, settings, train, base):
+        stage = cls(model, settings.losses, make_student(base.corrector, settings.student_steps), base.corrector)
+        stage.corrector_spec = cls.student_spec(base, settings)
+        return stage
 
     def forward(self, batch, generator):
         with torch.no_grad():
@@ -251,7 +313,7 @@ class DistillStage(Stage):
             self.corrector, self.teacher, z_pred, noise=noise))})
 
 
-class ConsistencyStage(Stage):
+class ConsistencyStage(StudentStage):
     """Consistency distillation of the teacher into ``corrector``, against an EMA ``target`` of it.
 
     The target is a submodule, so the loop checkpoints it with the stage and a resume is exact; it is
@@ -267,6 +329,20 @@ class ConsistencyStage(Stage):
         super().__init__(model, weights, (student,), corrector=student, teacher=teacher,
                          target=copy.deepcopy(student))
         self.target_ema = target_ema
+
+    @classmethod
+    def check_init(cls, settings, base, init):
+        super().check_init(settings, base, init)
+        if base.corrector.prediction != "v":
+            raise UptError(f"stage consistency needs a v-prediction teacher (corrector.prediction: v); "
+                           f"{init} predicts {base.corrector.prediction!r}")
+
+    @classmethod
+    def build(cls, model, settings, train, base):
+        student = make_consistency_student(base.corrector, settings.student_steps)
+        stage = cls(model, settings.losses, student, base.corrector, target_ema=settings.target_ema)
+        stage.corrector_spec = cls.student_spec(base, settings, prediction="consistency")
+        return stage
 
     def forward(self, batch, generator):
         with torch.no_grad():
@@ -289,6 +365,21 @@ class FNOStage(FieldStage):
     def __init__(self, model, weights, pos, grid_shape):
         super().__init__(model, weights, (model,), pos, grid_shape, queries=None)
 
+    @classmethod
+    def model_spec(cls, model, dims, grid_shape):
+        """The FNO's spec; with ``match`` (a UPT arm's model), its width matches that arm's parameters."""
+        spec = {"family": "fno", "modes": int(model.get("modes", 16)), "layers": int(model.get("layers", 4)), **dims}
+        if "match" in model:
+            target = count_parameters(model_from_spec({**model["match"], **dims, "grid_shape": list(grid_shape)}))
+            spec["hidden"] = matched_width(target, **{k: v for k, v in spec.items() if k != "family"})
+        else:
+            spec["hidden"] = int(model.get("hidden", 32))
+        return spec
+
+    @classmethod
+    def build(cls, model, settings, train, base):
+        return cls(model, settings.losses, train.pos, train.grid_shape)
+
     def forward(self, batch, generator):
         u, target, cond = batch["u"], batch["target"], batch["cond"]
         cache = {}
@@ -303,3 +394,13 @@ class FNOStage(FieldStage):
             "next_step": (self.weight("next_step"), lambda: losses.next_step_mse(rollout()[:, 0], target[:, 0])),
             "rollout": (self.weight("rollout"), lambda: losses.rollout_mse(rollout(), target)),
         })
+
+
+@torch.no_grad()
+def residual_scale(model, windows, samples: int = 512) -> float:
+    """Std of the residual z_true - A(z) the corrector learns (over up to ``samples`` windows of
+    LatentWindows), so it meets unit-variance noise."""
+    index = torch.linspace(0, len(windows) - 1, min(samples, len(windows))).long().tolist()
+    batch = torch.utils.data.default_collate([windows[i] for i in index])
+    residual = batch["target"][:, 0] - model.step(batch["z"], batch["cond"][:, 0])
+    return float(residual.std().clamp_min(1e-6))

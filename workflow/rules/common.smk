@@ -8,9 +8,23 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import upt
-from upt.config import check_config, plan, resolve_arm
+from upt import vocabulary
+from upt.arms import plan, resolve_arm
+from upt.config import check_config
 from upt.data.download import read_url_table, select_rows
 from upt.models.sizes import size_of
+from upt.results import (
+    EVAL_FILES,
+    EVAL_METRICS,
+    EVAL_SUMMARY,
+    LATENTS,
+    MODEL,
+    PREDICTIONS,
+    RUN_METRICS,
+    SUMMARY_STATS,
+    TABLES,
+    Layout,
+)
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -18,7 +32,8 @@ try:
 except ValueError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
-RESULTS = config["results"]
+# Every path under results/ (upt/results.py): given "{wildcard}" names, Snakemake patterns.
+LAYOUT = Layout(config["results"])
 DATASETS = list(config["datasets"])
 # Recorded as a parameter so that results say which code produced them (and rerun when it changes).
 UPT_VERSION = upt.__version__
@@ -81,7 +96,7 @@ def raw_file(wildcards):
     """The PDEBench-layout HDF5 file a dataset is converted from: generated or downloaded."""
     source = dataset_config(wildcards.dataset)["source"]
     if "generate" in source:
-        return f"{RESULTS}/{wildcards.dataset}/raw.h5"
+        return LAYOUT.raw(wildcards.dataset)
     download = source["download"]
     relpath = next(
         p for p, f in PDEBENCH_FILES.items() if f == (download["pde"], download["file"])
@@ -100,14 +115,13 @@ RUNS = {
 }
 
 
-def run_path(dataset, run, seed, name="model.pt"):
-    return f"{RESULTS}/{dataset}/train/{run.owner}/seed{seed}/{run.stage}/{name}"
+def run_path(dataset, run, seed, name=MODEL):
+    """One file of a planned run (stored under the arm that owns it)."""
+    return LAYOUT.run_file(dataset, run.owner, seed, run.stage, name)
 
 
 def run_benchmark(dataset, run, seed):
-    return (
-        f"{RESULTS}/benchmarks/{dataset}/train/{run.owner}/seed{seed}/{run.stage}.tsv"
-    )
+    return LAYOUT.train_benchmark(dataset, run.owner, seed, run.stage)
 
 
 def arm_summary(arm):
@@ -150,21 +164,19 @@ def launcher(wildcards, threads):
 def train_inputs(wildcards):
     run = _run(wildcards)
     inputs = {
-        "data": f"{RESULTS}/{wildcards.dataset}/data.nc",
-        "stats": f"{RESULTS}/{wildcards.dataset}/stats.json",
+        "data": LAYOUT.data(wildcards.dataset),
+        "stats": LAYOUT.stats(wildcards.dataset),
     }
     if run.init is not None:
         inputs["init"] = run_path(wildcards.dataset, run.init, wildcards.seed)
     if run.encoder is not None:
         inputs["cache"] = run_path(
-            wildcards.dataset, run.encoder, wildcards.seed, "latents.pt"
+            wildcards.dataset, run.encoder, wildcards.seed, LATENTS
         )
     return inputs
 
 
 # --- evaluation (workflow/rules/evaluation.smk) -----------------------------------------------
-
-BASELINES = ("persistence", "mean", "coarse-solver")
 
 
 def evaluation_config(dataset):
@@ -175,23 +187,13 @@ def baselines_of(dataset):
     return evaluation_config(dataset)["baselines"]
 
 
-def eval_dir(dataset, arm, seed):
-    return f"{RESULTS}/{dataset}/eval/{arm}/seed{seed}"
-
-
 def fine_data(wildcards):
     """The test data at the source's full resolution, for zero-shot super-resolution."""
     return (
-        [f"{RESULTS}/{wildcards.dataset}/data_fine.nc"]
+        [LAYOUT.data_fine(wildcards.dataset)]
         if evaluation_config(wildcards.dataset)["superres"]
         else []
     )
-
-
-for _dataset in DATASETS:
-    _clash = set(PLANS[_dataset]) & set(BASELINES)
-    if _clash:
-        raise WorkflowError(f"arm name(s) {sorted(_clash)} are reserved for baselines")
 
 
 def evaluated_arms(dataset):
@@ -201,17 +203,17 @@ def evaluated_arms(dataset):
 def aggregate_inputs(wildcards):
     d = wildcards.dataset
     evals = [
-        f"{eval_dir(d, arm, seed)}/{name}"
+        LAYOUT.eval_file(d, arm, seed, name)
         for arm in evaluated_arms(d)
         for seed in seeds_of(d)
-        for name in ("summary.csv", "metrics.nc")
+        for name in (EVAL_SUMMARY, EVAL_METRICS)
     ]
     runs = [
         path
         for arm in PLANS[d]
         for seed in seeds_of(d)
         for run in PLANS[d][arm]
-        for path in (run_path(d, run, seed, "metrics.csv"), run_benchmark(d, run, seed))
+        for path in (run_path(d, run, seed, RUN_METRICS), run_benchmark(d, run, seed))
     ]
     return sorted(set(evals + runs))
 
@@ -239,7 +241,7 @@ def manifest(dataset):
             "reference": config["reference_arm"],
             "arms": arms,
             "evals": {
-                arm: {s: eval_dir(dataset, arm, s) for s in seeds}
+                arm: {s: LAYOUT.eval_dir(dataset, arm, s) for s in seeds}
                 for arm in evaluated_arms(dataset)
             },
             "runs": {
@@ -247,7 +249,7 @@ def manifest(dataset):
                     s: [
                         {
                             "stage": run.stage,
-                            "dir": run_path(dataset, run, s, "").rstrip("/"),
+                            "dir": LAYOUT.run_dir(dataset, run.owner, s, run.stage),
                             "benchmark": run_benchmark(dataset, run, s),
                         }
                         for run in chain

@@ -4,9 +4,9 @@
 rule generate:
     """Run an embedded solver; writes PDEBench's own HDF5 layout."""
     output:
-        f"{RESULTS}/{{dataset}}/raw.h5",
+        LAYOUT.raw("{dataset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/generate.log",
+        LAYOUT.dataset_log("{dataset}", "generate"),
     conda:
         "../../envs/upt.yaml"
     resources:
@@ -51,9 +51,9 @@ rule convert:
     input:
         raw_file,
     output:
-        f"{RESULTS}/{{dataset}}/data.nc",
+        LAYOUT.data("{dataset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/convert.log",
+        LAYOUT.dataset_log("{dataset}", "convert"),
     conda:
         "../../envs/upt.yaml"
     resources:
@@ -74,11 +74,11 @@ rule convert:
 rule stats:
     """Per-field normalization statistics from the training split only."""
     input:
-        f"{RESULTS}/{{dataset}}/data.nc",
+        LAYOUT.data("{dataset}"),
     output:
-        f"{RESULTS}/{{dataset}}/stats.json",
+        LAYOUT.stats("{dataset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/stats.log",
+        LAYOUT.dataset_log("{dataset}", "stats"),
     conda:
         "../../envs/upt.yaml"
     resources:

@@ -10,9 +10,9 @@ rule convert_fine:
     input:
         raw_file,
     output:
-        f"{RESULTS}/{{dataset}}/data_fine.nc",
+        LAYOUT.data_fine("{dataset}"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/convert_fine.log",
+        LAYOUT.dataset_log("{dataset}", "convert_fine"),
     conda:
         "../../envs/upt.yaml"
     resources:
@@ -30,8 +30,7 @@ rule convert_fine:
 
 
 EVAL_OUTPUTS = {
-    name: f"{RESULTS}/{{dataset}}/eval/{{arm}}/seed{{seed}}/{name}"
-    for name in ("summary.csv", "metrics.nc", "predictions.nc")
+    name: LAYOUT.eval_file("{dataset}", "{arm}", "{seed}", name) for name in EVAL_FILES
 }
 
 
@@ -39,15 +38,15 @@ rule evaluate:
     """Rollouts of one trained arm and seed on the test split, with timings."""
     input:
         checkpoint=lambda wc: final_model(wc.dataset, wc.arm, wc.seed),
-        data=f"{RESULTS}/{{dataset}}/data.nc",
-        stats=f"{RESULTS}/{{dataset}}/stats.json",
+        data=LAYOUT.data("{dataset}"),
+        stats=LAYOUT.stats("{dataset}"),
         fine=fine_data,
     output:
         **EVAL_OUTPUTS,
     log:
-        f"{RESULTS}/logs/{{dataset}}/eval/{{arm}}/seed{{seed}}.log",
+        LAYOUT.eval_log("{dataset}", "{arm}", "{seed}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/eval/{{arm}}/seed{{seed}}.tsv"
+        LAYOUT.eval_benchmark("{dataset}", "{arm}", "{seed}")
     wildcard_constraints:
         arm="|".join(re.escape(a) for d in DATASETS for a in PLANS[d]),
         seed=r"\d+",
@@ -59,7 +58,7 @@ rule evaluate:
         runtime=60,
     params:
         fine=lambda wc, input: f"--fine-data {input.fine}" if input.fine else "",
-        out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
+        out=lambda wc: LAYOUT.eval_dir(wc.dataset, wc.arm, wc.seed),
         horizons=lambda wc: " ".join(
             map(str, evaluation_config(wc.dataset)["horizons"])
         ),
@@ -73,16 +72,16 @@ rule evaluate:
 rule evaluate_baseline:
     """Persistence or the numerical solver on a coarser grid, through the same metrics."""
     input:
-        data=f"{RESULTS}/{{dataset}}/data.nc",
-        stats=f"{RESULTS}/{{dataset}}/stats.json",
+        data=LAYOUT.data("{dataset}"),
+        stats=LAYOUT.stats("{dataset}"),
     output:
         **EVAL_OUTPUTS,
     log:
-        f"{RESULTS}/logs/{{dataset}}/eval/{{arm}}/seed{{seed}}.log",
+        LAYOUT.eval_log("{dataset}", "{arm}", "{seed}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/eval/{{arm}}/seed{{seed}}.tsv"
+        LAYOUT.eval_benchmark("{dataset}", "{arm}", "{seed}")
     wildcard_constraints:
-        arm="|".join(BASELINES),
+        arm="|".join(vocabulary.BASELINES),
         seed=r"\d+",
     conda:
         "../../envs/upt.yaml"
@@ -91,7 +90,7 @@ rule evaluate_baseline:
         mem_mb=4000,
         runtime=60,
     params:
-        out=lambda wc: eval_dir(wc.dataset, wc.arm, wc.seed),
+        out=lambda wc: LAYOUT.eval_dir(wc.dataset, wc.arm, wc.seed),
         horizons=lambda wc: " ".join(
             map(str, evaluation_config(wc.dataset)["horizons"])
         ),
@@ -113,15 +112,7 @@ rule evaluate_baseline:
 
 
 AGGREGATE_OUTPUTS = {
-    name.split(".")[0]: f"{RESULTS}/{{dataset}}/{name}"
-    for name in (
-        "summary.csv",
-        "summary_stats.csv",
-        "claims.csv",
-        "curves.nc",
-        "training.csv",
-        "arms.json",
-    )
+    name.split(".")[0]: LAYOUT.table("{dataset}", name) for name in TABLES
 }
 
 
@@ -152,12 +143,12 @@ rule aggregate:
         training=AGGREGATE_OUTPUTS["training"],
         arms=AGGREGATE_OUTPUTS["arms"],
     log:
-        f"{RESULTS}/logs/{{dataset}}/aggregate.log",
+        LAYOUT.dataset_log("{dataset}", "aggregate"),
     conda:
         "../../envs/upt.yaml"
     params:
         manifest=lambda wc: manifest(wc.dataset),
-        out_dir=lambda wc: f"{RESULTS}/{wc.dataset}",
+        out_dir=lambda wc: LAYOUT.dataset_dir(wc.dataset),
         version=UPT_VERSION,
     shell:
         "upt aggregate --manifest {params.manifest:q} --out-dir {params.out_dir} > {log} 2>&1"
@@ -167,19 +158,23 @@ rule plot:
     """Every figure of one dataset, drawn from its result tables alone."""
     input:
         **AGGREGATE_OUTPUTS,
-        predictions=lambda wc: f"{eval_dir(wc.dataset, config['reference_arm'], seeds_of(wc.dataset)[0])}/predictions.nc",
+        predictions=lambda wc: LAYOUT.eval_file(
+            wc.dataset, config["reference_arm"], seeds_of(wc.dataset)[0], PREDICTIONS
+        ),
     output:
         report(
-            directory(f"{RESULTS}/figures/{{dataset}}"),
+            directory(LAYOUT.figures("{dataset}")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
     log:
-        f"{RESULTS}/logs/{{dataset}}/plot.log",
+        LAYOUT.dataset_log("{dataset}", "plot"),
     conda:
         "../../envs/upt.yaml"
+    # The results root and the figures root, inferred from the files (`snakemake --lint` asks so):
+    # <root>/<dataset>/summary.csv and <root>/figures/<dataset>.
     params:
         results=lambda wc, input: str(Path(input.summary).parent.parent),
         figures=lambda wc, output: str(Path(output[0]).parent),
@@ -192,12 +187,12 @@ rule plot:
 rule paper_figures:
     """Redraw every figure from results/ alone: no model, no checkpoint, no training is needed."""
     log:
-        f"{RESULTS}/logs/paper_figures.log",
+        LAYOUT.log("paper_figures"),
     conda:
         "../../envs/upt.yaml"
     params:
-        results=RESULTS,
+        results=LAYOUT.root,
         datasets=DATASETS,
-        figures=f"{RESULTS}/figures",
+        figures=LAYOUT.figures(),
     shell:
         "upt plot --results {params.results} --datasets {params.datasets} --out {params.figures} > {log} 2>&1"

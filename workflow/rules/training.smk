@@ -1,4 +1,4 @@
-# Training: every arm x seed as a chain of stage runs (upt.config.plan), shared where arms agree.
+# Training: every arm x seed as a chain of stage runs (upt.arms.plan), shared where arms agree.
 #
 #   train(autoencoder) -> cache -> train(operator) [-> train(diffusion) -> train(distill | consistency)]
 #   train(autoencoder) -> train(joint)
@@ -13,14 +13,14 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/model.pt",
-        metrics=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/metrics.csv",
+        model=LAYOUT.run_file("{dataset}", "{arm}", "{seed}", "{stage}", MODEL),
+        metrics=LAYOUT.run_file("{dataset}", "{arm}", "{seed}", "{stage}", RUN_METRICS),
     log:
-        f"{RESULTS}/logs/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}.log",
+        LAYOUT.train_log("{dataset}", "{arm}", "{seed}", "{stage}"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}.tsv"
+        LAYOUT.train_benchmark("{dataset}", "{arm}", "{seed}", "{stage}")
     wildcard_constraints:
-        stage="autoencoder|operator|joint|diffusion|distill|consistency|fno",
+        stage="|".join(vocabulary.STAGES),
         seed=r"\d+",
     retries: 2
     conda:
@@ -46,15 +46,15 @@ rule train:
 rule cache:
     """Encode every trajectory with a trained encoder, frozen; records the encoder's hash."""
     input:
-        model=f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/model.pt",
-        data=f"{RESULTS}/{{dataset}}/data.nc",
-        stats=f"{RESULTS}/{{dataset}}/stats.json",
+        model=LAYOUT.run_file("{dataset}", "{arm}", "{seed}", "{stage}", MODEL),
+        data=LAYOUT.data("{dataset}"),
+        stats=LAYOUT.stats("{dataset}"),
     output:
-        f"{RESULTS}/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}/latents.pt",
+        LAYOUT.run_file("{dataset}", "{arm}", "{seed}", "{stage}", LATENTS),
     log:
-        f"{RESULTS}/logs/{{dataset}}/train/{{arm}}/seed{{seed}}/{{stage}}-cache.log",
+        LAYOUT.cache_log("{dataset}", "{arm}", "{seed}", "{stage}"),
     wildcard_constraints:
-        stage="autoencoder|joint",
+        stage="|".join(vocabulary.ENCODER_STAGES),
         seed=r"\d+",
     conda:
         "../../envs/upt.yaml"

@@ -1,5 +1,8 @@
 """Result checkpoints: what a stage hands to the next stage and to evaluation.
 
+:func:`load_checkpoint` returns a :class:`Checkpoint`: the rebuilt model (and corrector), the stage
+that wrote it and the specs and settings it was built from.
+
 A checkpoint holds the specs needed to rebuild the model (and corrector) plus their weights, all
 plain dicts and tensors, so it loads with ``torch.load(weights_only=True)``: loading a checkpoint
 can never execute code. The latent cache identifies the encoder that produced it by the SHA-256
@@ -9,6 +12,7 @@ of its weights (:func:`module_hash`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,34 +21,27 @@ from torch import nn
 from upt import __version__
 from upt.atomic import atomic_output
 from upt.errors import UptError
-from upt.models.denoiser import LatentDenoiser
 from upt.models.diffusion import DiffusionCorrector
-from upt.models.fno import FNOSurrogate
-from upt.models.presets import build_model
-from upt.models.sizes import size_of
-from upt.models.upt import UPT
+from upt.models.factory import corrector_from_spec, model_from_spec
 
 FORMAT = 1
 
 
-def model_from_spec(spec: dict) -> nn.Module:
-    """A UPT from build_model's keywords (preset, dim_space, fields, history, cond_dim, ... +
-    overrides), or the FNO baseline when ``family`` is ``fno``."""
-    spec = dict(spec)
-    if spec.pop("family", "upt") == "fno":
-        return FNOSurrogate(**spec)
-    return build_model(spec.pop("preset"), **spec)
+@dataclass
+class Checkpoint:
+    """A trained result: the model (a UPT or the FNO), its diffusion corrector if it has one, and
+    what rebuilds them (``model_spec``, ``corrector_spec``: keywords of upt.models.factory)."""
 
+    stage: str
+    model: nn.Module
+    model_spec: dict
+    corrector: DiffusionCorrector | None = None
+    corrector_spec: dict | None = None
+    info: dict = field(default_factory=dict)  # seed and the run's settings (plain JSON)
 
-def latent_dim(spec: dict) -> int:
-    return size_of(spec).dim
-
-
-def corrector_from_spec(spec: dict) -> DiffusionCorrector:
-    """``spec``: dim, depth, heads, prediction, data_scale, sample_steps."""
-    net = LatentDenoiser(spec["dim"], spec["depth"], spec["heads"])
-    return DiffusionCorrector(net, prediction=spec["prediction"], data_scale=spec["data_scale"],
-                              sample_steps=spec["sample_steps"])
+    @property
+    def settings(self) -> dict:
+        return self.info.get("settings", {})
 
 
 def save_checkpoint(path: str | Path, *, stage: str, model_spec: dict, model: nn.Module,
@@ -59,8 +56,8 @@ def save_checkpoint(path: str | Path, *, stage: str, model_spec: dict, model: nn
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path) -> tuple[UPT, DiffusionCorrector | None, dict]:
-    """(model, corrector or None, the raw payload) of a checkpoint written by save_checkpoint."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The :class:`Checkpoint` written by :func:`save_checkpoint` at ``path``."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -76,7 +73,8 @@ def load_checkpoint(path: str | Path) -> tuple[UPT, DiffusionCorrector | None, d
     if payload["corrector_spec"] is not None:
         corrector = corrector_from_spec(payload["corrector_spec"])
         corrector.load_state_dict(payload["corrector"])
-    return model, corrector, payload
+    return Checkpoint(stage=payload["stage"], model=model, model_spec=payload["model_spec"], corrector=corrector,
+                      corrector_spec=payload["corrector_spec"], info=payload["info"])
 
 
 def module_hash(module: nn.Module) -> str:

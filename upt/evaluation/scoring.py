@@ -1,4 +1,6 @@
-"""``upt evaluate``: honest rollouts of one arm and seed on the test split (docs/architecture.md).
+"""Scoring of rollouts on the test split: the test set, the metrics of a prediction against the
+truth, and the files of one evaluation (docs/architecture.md). ``upt evaluate``
+(:mod:`upt.evaluation.evaluate`) makes the rollouts; this module measures them.
 
 Every reported error is measured in physical units (denormalized with the training statistics),
 on autoregressive rollouts over the whole test horizon from the first ``history`` frames, which are
@@ -13,7 +15,6 @@ their own prediction function and mode ``physical``.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ import torch
 import xarray as xr
 
 from upt import metrics
-from upt.atomic import atomic_output
 from upt.data.dataset import FieldDataset, history_windows
 from upt.errors import UptError
+from upt.results import SUMMARY_COLUMNS, write_evaluation
 
 THRESHOLDS = (0.8, 0.9, 0.95)
 
@@ -166,7 +167,8 @@ def divergence_rms(test: TestSet, frames: torch.Tensor) -> float | None:
 
 def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dict, test: TestSet,
                   predictions: dict[str, torch.Tensor], extra_rows: list[dict], n_show: int = 2) -> None:
-    """metrics.nc (mode x time), summary.csv (tidy rows) and predictions.nc (a few test samples)."""
+    """metrics.nc (mode x time), summary.csv (tidy rows) and predictions.nc (a few test samples), through
+    :func:`upt.results.write_evaluation`."""
     rows = [{"dataset": dataset, "arm": arm, "seed": seed, "mode": mode, "metric": k, "value": v}
             for mode, (_, summary) in results.items() for k, v in summary.items()]
     rows += [{"dataset": dataset, "arm": arm, "seed": seed, **row} for row in extra_rows]
@@ -183,14 +185,4 @@ def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dic
             shown[f"{name}_{mode}"] = (dims, test.physical(test.with_given_frames(predicted)[:n_show])[..., i])
     pred_ds = xr.Dataset(shown, coords=coords, attrs={"dataset": dataset, "arm": arm, "seed": seed,
                                                        "initial_step": data.history})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, write in (("metrics.nc", curves.to_netcdf), ("predictions.nc", pred_ds.to_netcdf)):
-        with atomic_output(out_dir / name) as tmp:
-            write(tmp)
-    with atomic_output(out_dir / "summary.csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    write_evaluation(out_dir, pd.DataFrame(rows, columns=SUMMARY_COLUMNS), curves, pred_ds)
