@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: install test all_ablations paper_figures dry-run benchmarks readme clean
+.PHONY: install test test-fast all_ablations paper_figures dry-run benchmarks readme clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/pytest -n $(CORES)
+
+# The inner loop: every test but those marked slow (workflow, Slurm profile, DDP/SIGTERM subprocesses).
+test-fast: install
+	$(BIN)/pytest -n $(CORES) -m "not slow"
 
 all_ablations: install
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES) all_ablations

@@ -184,3 +184,97 @@ def test_upt_train_refuses_a_typo_before_reading_data(tmp_path, capsys):
                  "--settings", json.dumps(raw), "--out", str(tmp_path / "m.pt")])
     assert code == 1 and "stage.epochz: unknown key" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+# --- extending: one vocabulary entry plus its implementation --------------------------------------
+
+def decoder_only_stage():
+    """The docs' example stage (docs/architecture.md, "How to add"): the decoder alone, fine-tuned
+    on the reconstruction of the grid from a frozen encoder."""
+    from upt import losses
+    from upt.training.stages import FieldStage
+
+    class DecoderStage(FieldStage):
+        name = "decoder"
+
+        def __init__(self, model, weights, pos, grid_shape, queries=None):
+            super().__init__(model, weights, (model.decoder,), pos, grid_shape, queries)
+
+        @classmethod
+        def build(cls, model, settings, train, base):
+            return cls(model, settings.losses, train.pos, train.grid_shape, settings.queries)
+
+        def forward(self, batch, generator):
+            u = batch["u"]
+            z = self.encode(u, batch)
+            pos = self.pos.expand(u.shape[0], -1, -1)
+            return losses.combine({"reconstruction": (self.weight("reconstruction"), lambda: losses.next_step_mse(
+                self.model.decode(z, pos), u[..., -self.model.fields:]))})
+
+    return DecoderStage
+
+
+def linear_extrapolation(test, **options):
+    """A baseline for the extension test: u_{t+k} = u_t + k (u_t - u_{t-1}) of the normalized frames."""
+    import torch
+
+    h = test.data.history
+    last, before = test.frames[:, h - 1], test.frames[:, max(h - 2, 0)]
+    k = torch.arange(1, test.steps + 1, dtype=last.dtype)[None, :, None, None]
+    return last[:, None] + k * (last - before)[:, None]
+
+
+@pytest.fixture
+def extended_vocabulary(monkeypatch):
+    """A stage and a baseline added the documented way: one entry each, implementations here."""
+    import sys
+
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "DecoderStage", decoder_only_stage(), raising=False)
+    monkeypatch.setitem(vocabulary.STAGES, "decoder", vocabulary.Stage(
+        "decoder", "fields", ("decoder",), ("reconstruction",), init="required",
+        keeps=("encoder", "approximator", "decoder"), implementation=f"{__name__}:DecoderStage"))
+    monkeypatch.setitem(vocabulary.BASELINES, "linear", vocabulary.Baseline(
+        "linear", f"{__name__}:linear_extrapolation"))
+
+
+def test_a_new_stage_is_one_entry_plus_its_class(extended_vocabulary, burgers, tmp_path):
+    """Added to STAGES, the stage is a CLI choice, parses its settings, plans after an operator and
+    trains the decoder alone from its init."""
+    import torch
+
+    from upt.arms import plan
+    from upt.models.checkpoint import load_checkpoint
+    from upt.training.run import run_stage
+
+    assert "decoder" in _choices("train", "stage")
+    cfg = {"datasets": {"d": {}}, "arms": {"ref": {}},
+           "base": {"model": {"preset": "upt-tiny"}, "history": 1, "params": [],
+                    "pipeline": ["autoencoder", "operator", "decoder"], "training": {"epochs": 1},
+                    "stages": {"autoencoder": {"losses": {"reconstruction": 1.0}},
+                               "operator": {"losses": {"next_step": 1.0}},
+                               "decoder": {"losses": {"reconstruction": 1.0}}}}}
+    assert [run.stage for run in plan(cfg, "d")["ref"]] == ["autoencoder", "operator", "decoder"]
+
+    data, stats = burgers
+    settings = {"seed": 0, "model": {"preset": "upt-tiny"}, "history": 1, "params": [],
+                "stage": {"epochs": 1, "batch_size": 8, "losses": {"reconstruction": 1.0}}}
+    run_stage("autoencoder", settings, data, stats, tmp_path / "ae" / "model.pt")
+    run_stage("decoder", settings, data, stats, tmp_path / "dec" / "model.pt", init=tmp_path / "ae" / "model.pt")
+    before, after = load_checkpoint(tmp_path / "ae" / "model.pt"), load_checkpoint(tmp_path / "dec" / "model.pt")
+    assert after.stage == "decoder"
+    for name, tensor in after.model.encoder.state_dict().items():  # kept from the init, frozen
+        assert torch.equal(tensor, before.model.encoder.state_dict()[name])
+    assert any(not torch.equal(t, before.model.decoder.state_dict()[n])  # trained
+               for n, t in after.model.decoder.state_dict().items())
+
+
+def test_a_new_baseline_is_one_entry_plus_its_function(extended_vocabulary, burgers, tmp_path):
+    from upt.evaluation.evaluate import evaluate_baseline
+    from upt.results import read_summary
+
+    assert "linear" in _choices("evaluate", "baseline")
+    data, stats = burgers
+    evaluate_baseline("linear", data, stats, tmp_path, dataset="d", seed=0, horizons=(1, 2))
+    summary = read_summary(tmp_path / "summary.csv")
+    assert set(summary["arm"]) == {"linear"} and "nrmse_step1" in set(summary["metric"])
