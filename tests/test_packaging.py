@@ -45,3 +45,18 @@ def test_workflow_is_lint_clean_and_snakefmt_formatted():
     files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow" / "rules").glob("*.smk"))]
     fmt = subprocess.run([str(bin_dir / "snakefmt"), "--check", *files], cwd=REPO, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_every_rule_that_runs_work_declares_its_log_benchmark_threads_resources_and_env():
+    """What the Snakemake workflow catalog expects of a rule, and what a cluster profile needs."""
+    rules = {}
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, re.S | re.M):
+            rules[match.group(1)] = match.group(2)
+    working = {name: body for name, body in rules.items() if "    shell:" in body}
+    assert {"train", "evaluate", "aggregate", "plot", "generate", "convert"} <= set(working)
+    for name, body in working.items():
+        missing = [key for key in ("log", "benchmark", "threads", "resources", "conda")
+                   if f"    {key}:" not in body]
+        assert not missing, f"rule {name} lacks {missing}"

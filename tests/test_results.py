@@ -38,11 +38,14 @@ PATHS = [
     ("train_benchmark", ("dataset", "arm", "seed", "stage"), ("b", "upt-s", 3, "operator"),
      "results/benchmarks/b/train/upt-s/seed3/operator.tsv"),
     ("eval_benchmark", ("dataset", "arm", "seed"), ("b", "upt-s", 3), "results/benchmarks/b/eval/upt-s/seed3.tsv"),
+    ("dataset_benchmark", ("dataset",), ("b",), "results/benchmarks/b/convert.tsv"),
+    ("cache_benchmark", ("dataset", "arm", "seed", "stage"), ("b", "upt-s", 3, "autoencoder"),
+     "results/benchmarks/b/train/upt-s/seed3/autoencoder-cache.tsv"),
 ]
 
 
 def _call(method: str, args: tuple):
-    extra = ("convert",) if method == "dataset_log" else ()
+    extra = ("convert",) if method in ("dataset_log", "dataset_benchmark") else ()
     return getattr(LAYOUT, method)(*args, *extra)
 
 

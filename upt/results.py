@@ -176,6 +176,17 @@ class Layout:
     def eval_log(self, dataset: str, arm: str, seed) -> str:
         return f"{self.root}/logs/{dataset}/eval/{arm}/seed{seed}.log"
 
+    def benchmark(self, name: str) -> str:
+        """The benchmark TSV of a job that spans every dataset, e.g. ``paper_figures``."""
+        return f"{self.root}/benchmarks/{name}.tsv"
+
+    def dataset_benchmark(self, dataset: str, step: str) -> str:
+        """The benchmark TSV of one dataset's step, e.g. ``convert`` or ``aggregate``."""
+        return f"{self.root}/benchmarks/{dataset}/{step}.tsv"
+
+    def cache_benchmark(self, dataset: str, owner: str, seed, stage: str) -> str:
+        return f"{self.root}/benchmarks/{dataset}/train/{owner}/seed{seed}/{stage}-cache.tsv"
+
     def train_benchmark(self, dataset: str, owner: str, seed, stage: str) -> str:
         return f"{self.root}/benchmarks/{dataset}/train/{owner}/seed{seed}/{stage}.tsv"
 

@@ -115,6 +115,8 @@ MODES = {
     "reconstruction": "D(E(u)) of each true frame: the autoencoder's floor",
     "latent-superres": "latent rollout decoded zero-shot on a finer grid",
 }
+# The autoregressive rollouts of a UPT (the FNO has only physical, its ``rollout_modes``).
+ROLLOUT_MODES = ("latent", "physical")
 # Rows of summary.csv that are not a rollout: a model's size (``all``), the truth's own divergence
 # (``truth``) and the full-resolution solver's time (``reference``).
 PSEUDO_MODES = ("all", "truth", "reference")

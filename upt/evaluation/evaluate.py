@@ -14,7 +14,6 @@ from upt.evaluation.scoring import (HORIZONS, TestSet, divergence_rms, latent_dr
 from upt.models.presets import count_parameters
 from upt.models.checkpoint import load_checkpoint
 
-ROLLOUT_MODES = ("latent", "physical")  # a UPT's; the FNO has its own rollout_modes
 
 
 def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, out_dir: str | Path, *,
@@ -42,7 +41,7 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
     results, predictions, rows = {}, {}, [{"mode": "all", "metric": "params", "value": count_parameters(model)}]
     if corrector is not None:  # the sampler's cost per rollout step, beside its rollout times
         rows.append({"mode": "all", "metric": "nfe", "value": corrector.nfe})
-    modes = getattr(model, "rollout_modes", ROLLOUT_MODES)  # the FNO baseline has no latent space
+    modes = getattr(model, "rollout_modes", vocabulary.ROLLOUT_MODES)  # the FNO baseline has no latent space
     u, c, t = u0[:batch_size], cond[:batch_size], ids[:batch_size]
     with torch.no_grad():  # one step per mode first: the first calls' one-off costs (allocator
         for mode in modes:  # growth, kernel selection) would otherwise be charged to the first mode timed

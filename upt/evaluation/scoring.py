@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from upt import metrics
+from upt import metrics, vocabulary
 from upt.data.dataset import FieldDataset, history_windows
 from upt.errors import UptError
 from upt.results import SUMMARY_COLUMNS, write_evaluation
@@ -168,7 +168,12 @@ def divergence_rms(test: TestSet, frames: torch.Tensor) -> float | None:
 def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dict, test: TestSet,
                   predictions: dict[str, torch.Tensor], extra_rows: list[dict], n_show: int = 2) -> None:
     """metrics.nc (mode x time), summary.csv (tidy rows) and predictions.nc (a few test samples), through
-    :func:`upt.results.write_evaluation`."""
+    :func:`upt.results.write_evaluation`. Every mode is one of the vocabulary's (a new one is
+    registered in :data:`upt.vocabulary.MODES` first, so tables and figures know its name)."""
+    written = set(results) | {row["mode"] for row in extra_rows}
+    unknown = sorted(written - set(vocabulary.MODES) - set(vocabulary.PSEUDO_MODES))
+    if unknown:
+        raise ValueError(f"mode(s) {unknown} are not in upt.vocabulary.MODES")
     rows = [{"dataset": dataset, "arm": arm, "seed": seed, "mode": mode, "metric": k, "value": v}
             for mode, (_, summary) in results.items() for k, v in summary.items()]
     rows += [{"dataset": dataset, "arm": arm, "seed": seed, **row} for row in extra_rows]

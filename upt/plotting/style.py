@@ -30,7 +30,7 @@ SOLVER = "solver"
 # Arms drawn as baselines when arms.json does not say: the vocabulary's baselines, the FNO and the
 # full-resolution solver's timing row.
 KNOWN_BASELINES = frozenset({*vocabulary.BASELINES, "fno", SOLVER})
-ROLLOUT_MODES = ("latent", "physical")
+ROLLOUT_MODES = vocabulary.ROLLOUT_MODES
 MODE_COLORS = {"latent": "#0173b2", "physical": "#de8f05"}  # seaborn "colorblind" 0 and 1
 
 PNG_METADATA = {"Software": None}

@@ -7,8 +7,11 @@ rule generate:
         LAYOUT.raw("{dataset}"),
     log:
         LAYOUT.dataset_log("{dataset}", "generate"),
+    benchmark:
+        LAYOUT.dataset_benchmark("{dataset}", "generate")
     conda:
         "../../envs/upt.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -28,11 +31,14 @@ rule download:
         f"{config['pdebench_root']}/{{relpath}}",
     log:
         f"{config['pdebench_root']}/logs/{{relpath}}.log",
+    benchmark:
+        f"{config['pdebench_root']}/benchmarks/{{relpath}}.tsv"
     wildcard_constraints:
         relpath="|".join(re.escape(p) for p in PDEBENCH_FILES) or "__none__",
     retries: 3
     conda:
         "../../envs/upt.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=600,
@@ -54,8 +60,11 @@ rule convert:
         LAYOUT.data("{dataset}"),
     log:
         LAYOUT.dataset_log("{dataset}", "convert"),
+    benchmark:
+        LAYOUT.dataset_benchmark("{dataset}", "convert")
     conda:
         "../../envs/upt.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
@@ -79,8 +88,11 @@ rule stats:
         LAYOUT.stats("{dataset}"),
     log:
         LAYOUT.dataset_log("{dataset}", "stats"),
+    benchmark:
+        LAYOUT.dataset_benchmark("{dataset}", "stats")
     conda:
         "../../envs/upt.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,

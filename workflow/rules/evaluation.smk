@@ -13,8 +13,11 @@ rule convert_fine:
         LAYOUT.data_fine("{dataset}"),
     log:
         LAYOUT.dataset_log("{dataset}", "convert_fine"),
+    benchmark:
+        LAYOUT.dataset_benchmark("{dataset}", "convert_fine")
     conda:
         "../../envs/upt.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
@@ -144,8 +147,14 @@ rule aggregate:
         arms=AGGREGATE_OUTPUTS["arms"],
     log:
         LAYOUT.dataset_log("{dataset}", "aggregate"),
+    benchmark:
+        LAYOUT.dataset_benchmark("{dataset}", "aggregate")
     conda:
         "../../envs/upt.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         manifest=lambda wc: manifest(wc.dataset),
         out_dir=lambda wc: LAYOUT.dataset_dir(wc.dataset),
@@ -171,10 +180,16 @@ rule plot:
         ),
     log:
         LAYOUT.dataset_log("{dataset}", "plot"),
+    benchmark:
+        LAYOUT.dataset_benchmark("{dataset}", "plot")
     conda:
         "../../envs/upt.yaml"
     # The results root and the figures root, inferred from the files (`snakemake --lint` asks so):
     # <root>/<dataset>/summary.csv and <root>/figures/<dataset>.
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         results=lambda wc, input: str(Path(input.summary).parent.parent),
         figures=lambda wc, output: str(Path(output[0]).parent),
@@ -188,8 +203,14 @@ rule paper_figures:
     """Redraw every figure from results/ alone: no model, no checkpoint, no training is needed."""
     log:
         LAYOUT.log("paper_figures"),
+    benchmark:
+        LAYOUT.benchmark("paper_figures")
     conda:
         "../../envs/upt.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         results=LAYOUT.root,
         datasets=DATASETS,

@@ -53,6 +53,8 @@ rule cache:
         LAYOUT.run_file("{dataset}", "{arm}", "{seed}", "{stage}", LATENTS),
     log:
         LAYOUT.cache_log("{dataset}", "{arm}", "{seed}", "{stage}"),
+    benchmark:
+        LAYOUT.cache_benchmark("{dataset}", "{arm}", "{seed}", "{stage}")
     wildcard_constraints:
         stage="|".join(vocabulary.ENCODER_STAGES),
         seed=r"\d+",
