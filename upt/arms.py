@@ -70,6 +70,11 @@ class StageRun:
     def settings_for(self, seed: int) -> dict:
         return {**self.settings, "seed": seed}
 
+    @property
+    def typed(self) -> TrainSettings:
+        """Its settings parsed (seed 0): what the workflow reads of them, e.g. the GPUs its job asks for."""
+        return TrainSettings.parse(self.settings_for(0), self.stage, where=f"arms.{self.owner} (stage {self.stage})")
+
 
 def arms_of(config: dict, dataset: str) -> list[str]:
     """The arms a dataset runs: its own ``arms`` list, else every arm of the config."""

@@ -148,7 +148,7 @@ def _run(wildcards):
 
 
 def gpus(wildcards):
-    return int(_run(wildcards).settings["stage"].get("gpus", 0))
+    return _run(wildcards).typed.stage.gpus
 
 
 def launcher(wildcards, threads):

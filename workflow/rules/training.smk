@@ -65,7 +65,7 @@ rule cache:
         mem_mb=4000,
         runtime=30,
     params:
-        params=lambda wc: " ".join(_run(wc).settings["params"]),
+        params=lambda wc: " ".join(_run(wc).typed.params),
         version=UPT_VERSION,
     shell:
         "upt cache {input.model} --data {input.data} --stats {input.stats} --out {output}"
