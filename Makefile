@@ -47,6 +47,7 @@ readme: install
 	[ ! -f benchmarks/out/learning.md ] || cp benchmarks/out/learning.md benchmarks/out/learning.png docs/results/
 	[ ! -f benchmarks/out/rollout_speed_ns2d.md ] || cp benchmarks/out/rollout_speed_ns2d.md docs/results/
 	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
+	$(BIN)/python -m upt.plotting.budget .snakemake/log all_ablations > docs/results/budget.md
 	$(BIN)/python -m upt.plotting.readme README.md
 
 clean:
