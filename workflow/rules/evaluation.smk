@@ -32,8 +32,10 @@ rule convert_fine:
         " --split-seed {params.splits[seed]} > {log} 2>&1"
 
 
+# Named by stem: output.summary, output.metrics, output.predictions
 EVAL_OUTPUTS = {
-    name: LAYOUT.eval_file("{dataset}", "{arm}", "{seed}", name) for name in EVAL_FILES
+    Path(name).stem: LAYOUT.eval_file("{dataset}", "{arm}", "{seed}", name)
+    for name in EVAL_FILES
 }
 
 
@@ -61,7 +63,7 @@ rule evaluate:
         runtime=60,
     params:
         fine=lambda wc, input: f"--fine-data {input.fine}" if input.fine else "",
-        out=lambda wc: LAYOUT.eval_dir(wc.dataset, wc.arm, wc.seed),
+        out=lambda wc, output: Path(output.summary).parent,
         horizons=lambda wc: " ".join(
             map(str, evaluation_config(wc.dataset)["horizons"])
         ),
@@ -93,7 +95,7 @@ rule evaluate_baseline:
         mem_mb=4000,
         runtime=60,
     params:
-        out=lambda wc: LAYOUT.eval_dir(wc.dataset, wc.arm, wc.seed),
+        out=lambda wc, output: Path(output.summary).parent,
         horizons=lambda wc: " ".join(
             map(str, evaluation_config(wc.dataset)["horizons"])
         ),
@@ -157,7 +159,7 @@ rule aggregate:
         runtime=30,
     params:
         manifest=lambda wc: manifest(wc.dataset),
-        out_dir=lambda wc: LAYOUT.dataset_dir(wc.dataset),
+        out_dir=lambda wc, output: Path(output.summary).parent,
         version=UPT_VERSION,
     shell:
         "upt aggregate --manifest {params.manifest:q} --out-dir {params.out_dir} > {log} 2>&1"
