@@ -158,41 +158,48 @@ class Layout:
         """A dataset's figures folder (the root of all of them without ``dataset``)."""
         return f"{self.root}/figures" if dataset is None else f"{self.root}/figures/{dataset}"
 
-    # logs and benchmarks
-    def log(self, name: str) -> str:
-        """The log of a job that spans every dataset, e.g. ``paper_figures``."""
-        return f"{self.root}/logs/{name}.log"
+    # logs and benchmarks: a job's log is <root>/logs/<job>.log, its benchmark
+    # <root>/benchmarks/<job>.tsv, with the same job name
+    def log(self, job: str) -> str:
+        """The log of a job, e.g. ``paper_figures`` (one that spans every dataset)."""
+        return f"{self.root}/logs/{job}.log"
+
+    def benchmark(self, job: str) -> str:
+        """The benchmark TSV of a job, e.g. ``paper_figures``."""
+        return f"{self.root}/benchmarks/{job}.tsv"
 
     def dataset_log(self, dataset: str, step: str) -> str:
         """The log of one dataset's step, e.g. ``convert`` or ``aggregate``."""
-        return f"{self.root}/logs/{dataset}/{step}.log"
-
-    def train_log(self, dataset: str, owner: str, seed, stage: str) -> str:
-        return f"{self.root}/logs/{dataset}/train/{owner}/seed{seed}/{stage}.log"
-
-    def cache_log(self, dataset: str, owner: str, seed, stage: str) -> str:
-        return f"{self.root}/logs/{dataset}/train/{owner}/seed{seed}/{stage}-cache.log"
-
-    def eval_log(self, dataset: str, arm: str, seed) -> str:
-        return f"{self.root}/logs/{dataset}/eval/{arm}/seed{seed}.log"
-
-    def benchmark(self, name: str) -> str:
-        """The benchmark TSV of a job that spans every dataset, e.g. ``paper_figures``."""
-        return f"{self.root}/benchmarks/{name}.tsv"
+        return self.log(f"{dataset}/{step}")
 
     def dataset_benchmark(self, dataset: str, step: str) -> str:
-        """The benchmark TSV of one dataset's step, e.g. ``convert`` or ``aggregate``."""
-        return f"{self.root}/benchmarks/{dataset}/{step}.tsv"
+        return self.benchmark(f"{dataset}/{step}")
 
-    def cache_benchmark(self, dataset: str, owner: str, seed, stage: str) -> str:
-        return f"{self.root}/benchmarks/{dataset}/train/{owner}/seed{seed}/{stage}-cache.tsv"
+    def train_log(self, dataset: str, owner: str, seed, stage: str) -> str:
+        return self.log(_train_job(dataset, owner, seed, stage))
 
     def train_benchmark(self, dataset: str, owner: str, seed, stage: str) -> str:
-        return f"{self.root}/benchmarks/{dataset}/train/{owner}/seed{seed}/{stage}.tsv"
+        return self.benchmark(_train_job(dataset, owner, seed, stage))
+
+    def cache_log(self, dataset: str, owner: str, seed, stage: str) -> str:
+        return self.log(_train_job(dataset, owner, seed, stage) + "-cache")
+
+    def cache_benchmark(self, dataset: str, owner: str, seed, stage: str) -> str:
+        return self.benchmark(_train_job(dataset, owner, seed, stage) + "-cache")
+
+    def eval_log(self, dataset: str, arm: str, seed) -> str:
+        return self.log(_eval_job(dataset, arm, seed))
 
     def eval_benchmark(self, dataset: str, arm: str, seed) -> str:
-        return f"{self.root}/benchmarks/{dataset}/eval/{arm}/seed{seed}.tsv"
+        return self.benchmark(_eval_job(dataset, arm, seed))
 
+
+def _train_job(dataset: str, owner: str, seed, stage: str) -> str:
+    return f"{dataset}/train/{owner}/seed{seed}/{stage}"
+
+
+def _eval_job(dataset: str, arm: str, seed) -> str:
+    return f"{dataset}/eval/{arm}/seed{seed}"
 
 # --- readers --------------------------------------------------------------------------------------
 
