@@ -23,8 +23,8 @@ DEFAULT_SAMPLE_STEPS = 16  # the teacher's sampling steps when corrector.sample_
 
 
 @dataclass(frozen=True)
-class LoopSettings:
-    """What the training loop (:func:`upt.training.loop.fit`) needs."""
+class _LoopFields:
+    """The training loop's own settings, which a stage's settings carry too (all but the seed)."""
 
     epochs: int = 10
     batch_size: int = 16  # global batch, split across DDP ranks
@@ -35,9 +35,15 @@ class LoopSettings:
     grad_clip: float = 1.0
     ema: float | None = None  # EMA decay of the weights used for validation and the result
     checkpoint_every: int = 200  # steps between resume checkpoints (plus every epoch end)
-    seed: int = 0
     workers: int = 0  # DataLoader worker processes
     max_steps_per_epoch: int | None = None  # cap on a large dataset's epoch
+
+
+@dataclass(frozen=True)
+class LoopSettings(_LoopFields):
+    """What the training loop (:func:`upt.training.loop.fit`) needs."""
+
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,20 +57,9 @@ class CorrectorSettings:
 
 
 @dataclass(frozen=True)
-class StageSettings:
+class StageSettings(_LoopFields):
     """``deep_merge(arm.training, arm.stages[stage])``: the loop's settings and the stage's own."""
 
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup: float = 0.05
-    min_lr: float = 0.02
-    grad_clip: float = 1.0
-    ema: float | None = None
-    checkpoint_every: int = 200
-    workers: int = 0
-    max_steps_per_epoch: int | None = None
     gpus: int = 0  # the job's GPUs; more than 1 runs one DDP process per GPU
     preload_mb: int = 2048  # a split up to this size is held in memory
     horizon: int = 1  # steps of the rollout loss
@@ -75,8 +70,7 @@ class StageSettings:
     target_ema: float = 0.95  # consistency: decay of the EMA target
 
     def loop(self, seed: int) -> LoopSettings:
-        return LoopSettings(seed=seed, **{f.name: getattr(self, f.name) for f in dataclasses.fields(LoopSettings)
-                                          if f.name != "seed"})
+        return LoopSettings(seed=seed, **{f.name: getattr(self, f.name) for f in dataclasses.fields(_LoopFields)})
 
 
 # The keys a model setting may have: a preset's size fields (upt.models.sizes.ModelSize), what
