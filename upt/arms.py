@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from upt import vocabulary
 from upt.settings import TrainSettings, check_student_steps
@@ -66,14 +66,12 @@ class StageRun:
     settings: dict  # without the seed (filled in per seed)
     init: StageRun | None  # the run this one continues from
     encoder: StageRun | None  # the run whose encoder made the latent cache (latent stages)
+    # the settings parsed when the run was planned (seed 0): what the workflow reads of them, e.g.
+    # the GPUs its job asks for
+    typed: TrainSettings = field(repr=False, compare=False)
 
     def settings_for(self, seed: int) -> dict:
         return {**self.settings, "seed": seed}
-
-    @property
-    def typed(self) -> TrainSettings:
-        """Its settings parsed (seed 0): what the workflow reads of them, e.g. the GPUs its job asks for."""
-        return TrainSettings.parse(self.settings_for(0), self.stage, where=f"arms.{self.owner} (stage {self.stage})")
 
 
 def arms_of(config: dict, dataset: str) -> list[str]:
@@ -107,7 +105,7 @@ def plan(config: dict, dataset: str) -> dict[str, list[StageRun]]:
                 if latent and encoder is None:
                     raise ValueError(f"arm {arm_name}: stage {stage} needs an encoder stage "
                                      f"({' or '.join(vocabulary.ENCODER_STAGES)}) before it in its pipeline")
-                owners[key] = StageRun(stage, arm_name, settings, previous, encoder if latent else None)
+                owners[key] = StageRun(stage, arm_name, settings, previous, encoder if latent else None, parsed)
             previous = owners[key]
             if kind.encodes:
                 encoder = previous

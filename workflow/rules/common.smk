@@ -124,11 +124,20 @@ def run_benchmark(dataset, run, seed):
     return LAYOUT.train_benchmark(dataset, run.owner, seed, run.stage)
 
 
+# What arms.json says of a baseline (the FNO and the training-free baselines): no latent space.
+BASELINE_SUMMARY = {
+    "tokens": None,
+    "dim": None,
+    "approximator": None,
+    "kind": "baseline",
+}
+
+
 def arm_summary(arm):
     """What the figures need to know of an arm: its latent size and approximator, or that it is a baseline."""
     model = arm["model"]
     if model.get("family") == "fno":
-        return {"tokens": None, "dim": None, "approximator": None, "kind": "baseline"}
+        return dict(BASELINE_SUMMARY)
     size = size_of(model)
     return {
         "tokens": size.tokens,
@@ -223,17 +232,7 @@ def manifest(dataset):
     arms = {
         arm: arm_summary(resolve_arm(config, arm, dataset)) for arm in PLANS[dataset]
     }
-    arms.update(
-        {
-            name: {
-                "tokens": None,
-                "dim": None,
-                "approximator": None,
-                "kind": "baseline",
-            }
-            for name in baselines_of(dataset)
-        }
-    )
+    arms.update({name: dict(BASELINE_SUMMARY) for name in baselines_of(dataset)})
     seeds = seeds_of(dataset)
     return json.dumps(
         {
