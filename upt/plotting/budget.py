@@ -107,7 +107,8 @@ def budget_table(run: Run) -> str:
 
 
 if __name__ == "__main__":
-    log_dir, target = (sys.argv[1:] + [".snakemake/log", "all_ablations"][len(sys.argv) - 1:])[:2]
+    log_dir = sys.argv[1] if len(sys.argv) > 1 else ".snakemake/log"
+    target = sys.argv[2] if len(sys.argv) > 2 else "all_ablations"
     try:
         sys.stdout.write(budget_table(latest_run(log_dir, target)))
     except UptError as err:

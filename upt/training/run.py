@@ -36,6 +36,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
               init: str | Path | None = None, cache: str | Path | None = None) -> Path:
     """Train ``stage`` and write its result checkpoint to ``out`` (state and metrics beside it)."""
     kind = vocabulary.stage(stage)
+    stage_class = kind.load()  # its training module (upt.training.stages)
     parsed = TrainSettings.parse(settings, stage)
     if kind.init == "required" and init is None:
         raise UptError(f"stage {stage} needs --init (the checkpoint it continues from)")
@@ -48,7 +49,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
     torch.manual_seed(parsed.seed)
     base = load_checkpoint(init) if init is not None else None
     if base is not None:  # e.g. a student's teacher, checked before any data is read
-        kind.load().check_init(parsed.stage, base, str(init))
+        stage_class.check_init(parsed.stage, base, str(init))
 
     if kind.reads == "fields":
         train, val = (FieldDataset(data, stats, split, history=parsed.history, horizon=parsed.stage.horizon,
@@ -56,7 +57,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
                       for split in ("train", "val"))
         dims = {"dim_space": len(train.grid_shape), "fields": len(train.fields), "history": parsed.history,
                 "cond_dim": train.cond_dim}
-        spec = kind.load().model_spec(parsed.model, dims, train.grid_shape)
+        spec = stage_class.model_spec(parsed.model, dims, train.grid_shape)
         model = model_from_spec(spec)
     else:
         spec = {**base.model_spec, **parsed.model}
@@ -65,7 +66,7 @@ def run_stage(stage: str, settings: dict, data: str | Path, stats: str | Path, o
         train, val = (LatentWindows(latents, split, parsed.stage.horizon) for split in ("train", "val"))
     if base is not None:
         _copy_modules(base.model, model, [m for m in kind.keeps if m in vocabulary.stage(base.stage).holds])
-    module = kind.load().build(model, parsed.stage, train, base)
+    module = stage_class.build(model, parsed.stage, train, base)
 
     out = Path(out)
     fingerprint = json.dumps([settings, str(init), str(cache)], sort_keys=True)
