@@ -6,14 +6,32 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: install test test-fast all_ablations paper_figures dry-run benchmarks readme clean
+.PHONY: install lock config-docs test test-fast all_ablations paper_figures dry-run benchmarks readme clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the version tested; pyproject.toml keeps ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt "$(TORCH)" -e ".[dev]"
 	touch $@
+
+# Rewrite constraints.txt from what .venv holds (after `pip install -U NAME` there, or a new
+# dependency in pyproject.toml); then pin the same versions in envs/upt.yaml (tests/test_packaging.py
+# checks both). --all keeps setuptools (torch needs it at run time); pip itself is left out. torch's
+# local label (+cpu) is dropped: TORCH picks the build, the pin its version.
+lock:
+	$(BIN)/pip freeze --all --exclude-editable > constraints.txt.new
+	{ echo "# Exact versions of upt's dependencies, its dev and baselines extras included, as tested: the"; \
+	  echo "# constraints \`make install\` installs with (pip install -c constraints.txt ...). pyproject.toml keeps"; \
+	  echo "# ranges so upt still installs beside other packages. Regenerate with \`make lock\` (from what .venv holds)."; \
+	  echo "# torch is pinned without its local label (+cpu): the TORCH variable of the Makefile picks the build."; \
+	  sed -E -e '/^pip==/d' -e 's/^(torch==[^+]*)\+.*/\1/' constraints.txt.new; } > constraints.txt
+	rm constraints.txt.new
+
+# config/README.md, every config key with its description, is generated from the config schema.
+config-docs: install
+	$(BIN)/python -m upt.config_docs > config/README.md
 
 test: install
 	$(BIN)/pytest -n $(CORES)
@@ -30,7 +48,7 @@ dry-run: install
 
 # Every benchmark, one after another (they time things: never two at once), then their figures into
 # docs/figures/benchmarks/, where the README shows them. CSVs and figures land in benchmarks/out/.
-BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning
+BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning bench_startup
 benchmarks: install
 	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
 	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/

@@ -65,8 +65,8 @@ def test_latent_stage_needs_an_encoder_stage():
 def test_schema_lists_exactly_the_model_fields():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     listed = set(schema["$defs"]["arm"]["properties"]["model"]["properties"])
-    fno = {"family", "modes", "layers", "hidden", "match_params_of"}
-    assert listed == {f.name for f in dataclasses.fields(ModelSize)} | {"preset", "encoder", "observed_fraction"} | fno
+    fno = {"family", "variant", "modes", "layers", "hidden", "match_params_of"}
+    assert listed == {f.name for f in dataclasses.fields(ModelSize)} | {"preset", "encoder", "observed_fraction", "periodic"} | fno
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "pdebench.yaml"])

@@ -11,6 +11,7 @@ import yaml
 from torch import nn
 
 from test_diffusion import DIM, ToyNet, toy
+from test_models import tiny, wake_zero_inits
 from upt.cli import main
 from upt.arms import plan
 from upt.errors import UptError
@@ -21,7 +22,9 @@ from upt.models.checkpoint import save_checkpoint
 from upt.models.factory import corrector_from_spec, model_from_spec
 from upt.training.loop import LoopSettings, fit
 from upt.training.run import run_stage
-from upt.training.stages import ConsistencyStage
+from upt.models.approximators import PureTransformer
+from upt.training import stages
+from upt.training.stages import ConsistencyStage, DiffusionStage, DistillStage, OperatorStage
 
 SEED = 0
 M, S = 1.5, 0.3  # Gaussian toy: x0 | cond ~ N(cond / 2 + M, S^2 I)
@@ -214,6 +217,67 @@ def test_zero_weight_never_evaluates_the_term():
     with pytest.raises(ValueError, match="every loss weight is zero"):  # its only term: nothing to train
         stage(batch, torch.Generator().manual_seed(0))
     assert calls == []
+
+
+class DropPathApproximator(nn.Module):
+    """A frozen approximator with drop_path 0.5: random steps in train mode, deterministic in eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.approximator = wake_zero_inits(PureTransformer(dim=16, hidden=16, depth=2, heads=2, cond_dim=1,
+                                                            drop_path=0.5))
+
+    def step(self, z, cond):
+        return self.approximator(z, cond)
+
+
+def latent_stage(name):
+    torch.manual_seed(SEED)
+    model, teacher = DropPathApproximator(), random_teacher()
+    if name == "diffusion":
+        return DiffusionStage(model, {"denoising": 1.0}, teacher)
+    if name == "distill":
+        return DistillStage(model, {"distillation": 1.0}, make_student(teacher, 1), teacher)
+    return ConsistencyStage(model, {"consistency": 1.0}, make_consistency_student(teacher, 1), teacher)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "distill", "consistency"])
+def test_frozen_modules_stay_in_eval_mode_while_the_stage_trains(name, tmp_path):
+    """The loop calls stage.train() each epoch (and eval()/train() around validation): the frozen
+    approximator and teacher must still take deterministic steps, only the trained corrector trains."""
+    stage = latent_stage(name)
+    batch = torch.utils.data.default_collate([Windows(4, 0)[i] for i in range(4)])
+    z, cond = batch["z"], batch["cond"][:, 0]
+    for _ in range(2):  # the validation pattern: eval, then back to train
+        stage.eval()
+        stage.train()
+        assert stage.training and stage.corrector.training
+        frozen = [stage.model, *[getattr(stage, m) for m in ("teacher", "target") if hasattr(stage, m)]]
+        assert not any(module.training for f in frozen for module in f.modules())
+        torch.testing.assert_close(stage.model.step(z, cond), stage.model.step(z, cond), rtol=0, atol=0)
+    assert not copy.deepcopy(stage).train().model.approximator.training  # the loop's best/EMA copies
+    # through the loop itself: every call of the frozen approximator is in eval mode
+    modes = []
+    stage.model.approximator.register_forward_hook(lambda module, *_: modes.append(module.training))
+    fit(stage, Windows(8, 0), Windows(4, 1), LoopSettings(epochs=2, batch_size=4, lr=1e-3), tmp_path)
+    assert modes and not any(modes)
+
+
+def test_operator_stage_trains_the_approximator_with_its_encoder_and_decoder_in_eval_mode():
+    stage = OperatorStage(tiny(2, drop_path=0.5), {"next_step": 1.0}).eval().train()
+    assert stage.model.approximator.training and all(m.training for m in stage.model.approximator.modules())
+    assert not any(m.training for part in (stage.model.encoder, stage.model.decoder) for m in part.modules())
+
+
+def test_residual_scale_takes_the_approximators_deterministic_step():
+    model = DropPathApproximator().train()
+    windows = Windows(16, 0)
+    scale = stages.residual_scale(model, windows)
+    assert model.training  # its mode is given back
+    batch = torch.utils.data.default_collate([windows[i] for i in range(16)])
+    with torch.no_grad():
+        expected = (batch["target"][:, 0] - model.eval().step(batch["z"], batch["cond"][:, 0])).std()
+    assert scale == pytest.approx(float(expected), rel=1e-6)
 
 
 class Crash(Exception):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from upt import losses as L
+from upt.errors import UptError
 from upt.models.presets import build_model
 
 from grids import grid_pos
@@ -121,6 +122,83 @@ def test_divergence_free_field_has_near_zero_divergence(periodic):
     assert L.divergence_penalty(v, (hx, hy), periodic) < h**4  # O(h^2) error, squared
     exact = 2 * torch.cos(X) * torch.cos(Y)
     assert (L.divergence(w, (hx, hy), periodic) - exact).abs().max() < h**2
+
+
+def unit_square(n, m, dtype=torch.float64):
+    """The periodic grid (i / n, j / m) of the unit square, meshed: (X, Y) [n, m]."""
+    return torch.meshgrid(torch.arange(n, dtype=dtype) / n, torch.arange(m, dtype=dtype) / m, indexing="ij")
+
+
+def solenoidal_and_known_divergence(X, Y):
+    """v = (psi_y, -psi_x) for psi = sin(2 pi (x + 2 y)) + cos(2 pi 3 x) sin(2 pi 5 y) (divergence-free),
+    and w = (a, b) with a = sin(2 pi 3 x) cos(2 pi 4 y), b = cos(2 pi x) sin(2 pi 2 y), whose divergence
+    is 6 pi cos(2 pi 3 x) cos(2 pi 4 y) + 4 pi cos(2 pi x) cos(2 pi 2 y): ([1, n, m, 2] each, exact div)."""
+    p = 2 * math.pi
+    psi_x = p * torch.cos(p * (X + 2 * Y)) - 3 * p * torch.sin(3 * p * X) * torch.sin(5 * p * Y)
+    psi_y = 2 * p * torch.cos(p * (X + 2 * Y)) + 5 * p * torch.cos(3 * p * X) * torch.cos(5 * p * Y)
+    v = torch.stack([psi_y, -psi_x], -1)[None]
+    w = torch.stack([torch.sin(3 * p * X) * torch.cos(4 * p * Y), torch.cos(p * X) * torch.sin(2 * p * Y)], -1)[None]
+    div_w = 3 * p * torch.cos(3 * p * X) * torch.cos(4 * p * Y) + 2 * p * torch.cos(p * X) * torch.cos(2 * p * Y)
+    return v, w, div_w[None]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_spectral_divergence_is_exact_for_band_limited_periodic_fields(dtype, tol):
+    """On the periodic grid of the unit square (32 x 24: dx != dy), spectral derivatives are exact for
+    modes below Nyquist: the solenoidal field's divergence is rounding (6e-7 of its gradient in
+    float32, 1e-15 in float64) and the other field's divergence matches the analytic one; central
+    differences err by up to (k h)^2 / 6 ~ 0.1 of it."""
+    X, Y = unit_square(32, 24, dtype)
+    v, w, exact = solenoidal_and_known_divergence(X, Y)
+    spacing = (1 / 32, 1 / 24)
+    gradient = float(L.velocity_gradient(v, spacing, periodic=True).square().sum((-2, -1)).mean().sqrt())
+    assert float(L.divergence(v, spacing, periodic=True).square().mean().sqrt()) < tol * gradient
+    scale = float(exact.abs().max())  # 10 pi
+    assert float((L.divergence(w, spacing, periodic=True) - exact).abs().max()) < tol * scale
+    assert float((L.divergence(w, spacing) - exact).abs().max()) > 0.05 * scale  # central differences
+
+
+def test_velocity_gradient_matches_the_analytic_one_and_splits_into_divergence_and_curl():
+    """dv_i/dx_j spectrally, against the hand derivatives; on a periodic domain the mean of |grad v|^2
+    is mean (div v)^2 + mean (curl v)^2, so the solenoidal part carries none of the divergence."""
+    X, Y = unit_square(32, 24)
+    p = 2 * math.pi
+    w = torch.stack([torch.sin(3 * p * X) * torch.cos(4 * p * Y), torch.cos(p * X) * torch.sin(2 * p * Y)], -1)[None]
+    grad = L.velocity_gradient(w, (1 / 32, 1 / 24), periodic=True)
+    assert grad.shape == (1, 32, 24, 2, 2)
+    exact = torch.stack([
+        torch.stack([3 * p * torch.cos(3 * p * X) * torch.cos(4 * p * Y),
+                     -4 * p * torch.sin(3 * p * X) * torch.sin(4 * p * Y)], -1),
+        torch.stack([-p * torch.sin(p * X) * torch.sin(2 * p * Y),
+                     2 * p * torch.cos(p * X) * torch.cos(2 * p * Y)], -1),
+    ], -2)[None]
+    torch.testing.assert_close(grad, exact, rtol=0, atol=1e-11)
+    div, curl = grad[..., 0, 0] + grad[..., 1, 1], grad[..., 1, 0] - grad[..., 0, 1]
+    assert float(grad.square().sum((-2, -1)).mean()) == pytest.approx(float((div**2 + curl**2).mean()), rel=1e-12)
+
+
+def test_spectral_divergence_prior_passes_the_analytic_gradient():
+    """d/du mean((D_x u + D_y v)^2) = -(2 / N) D_x div: the spectral derivative is antisymmetric,
+    D^T = -D. The prior's gradient must reach the velocity, also from a bf16 decoder output."""
+    X, Y = unit_square(16, 12)
+    _, w, _ = solenoidal_and_known_divergence(X, Y)
+    w = w.clone().requires_grad_(True)
+    spacing = (1 / 16, 1 / 12)
+    L.divergence_penalty(w, spacing, periodic=True).backward()
+    div = L.divergence(w.detach(), spacing, periodic=True)
+    n = div.numel()
+    torch.testing.assert_close(w.grad[..., 0], -2 / n * L.derivative(div, spacing[0], 1, periodic=True))
+    torch.testing.assert_close(w.grad[..., 1], -2 / n * L.derivative(div, spacing[1], 2, periodic=True))
+    half = w.detach().bfloat16().requires_grad_(True)
+    penalty = L.divergence_penalty(half, spacing, periodic=True)
+    penalty.backward()
+    assert penalty.dtype == torch.float32 and half.grad.dtype == torch.bfloat16 and half.grad.abs().sum() > 0
+
+
+def test_periodicity_comes_from_the_dataset_attribute():
+    assert L.periodic_domain({"pde_periodic": 1}) and not L.periodic_domain({"pde_Nu": 1e-3})
+    with pytest.raises(UptError, match="data.nc: attribute pde_periodic must be 0 or 1"):
+        L.periodic_domain({"pde_periodic": 2}, "data.nc")
 
 
 def test_combine_weights_values_and_skips_zero_weight_thunks():

@@ -199,21 +199,32 @@ def test_initial_step_excludes_given_frames():
     np.testing.assert_allclose(ds.rmse.values, [1, 2, 3])
 
 
-def test_correlation_time_first_crossing():
+def test_correlation_time_first_crossing_interpolated():
     pred, target = series([1.0, 0.92, 0.85, 0.7, 0.9, 0.5])
     times = 0.1 * np.arange(6)
-    assert M.correlation_time(pred, target, times) == pytest.approx(0.3)  # first dip, not the later one
+    # 0.8 is crossed between 0.85 (t = 0.2) and 0.7 (t = 0.3): 0.2 + 0.1 * (0.85 - 0.8) / (0.85 - 0.7)
+    assert M.correlation_time(pred, target, times) == pytest.approx(0.2 + 0.1 / 3)  # first dip, not the later one
     got = M.correlation_times(pred, target, times)
-    assert got == pytest.approx({0.8: 0.3, 0.9: 0.2, 0.95: 0.1})
-    assert M.correlation_time(pred, target, times, 0.95, initial_step=2) == pytest.approx(0.2)
+    assert got == pytest.approx({0.8: 0.2 + 0.1 / 3, 0.9: 0.1 + 0.1 * 0.02 / 0.07, 0.95: 0.1 * 0.05 / 0.08})
+    assert all(isinstance(v, float) for v in got.values())
+    assert M.correlation_time(pred, target, times, 0.95, initial_step=2) == pytest.approx(0.2)  # first frame below
     np.testing.assert_allclose(M.compute(pred, target).correlation.values, [1, 0.92, 0.85, 0.7, 0.9, 0.5])
+    # a frame exactly at the threshold is not below it, but the interpolated crossing is that frame's time
+    assert M.first_crossing([0.9, 0.8, 0.7], [0.0, 1.0, 2.0], 0.8) == pytest.approx(1.0)
+    assert M.first_crossing([0.9, 0.8, 0.7], [0.0, 1.0, 2.0], 0.75) == pytest.approx(1.5)
 
 
-def test_correlation_time_never_crossing_returns_horizon_and_nan_counts():
+def test_correlation_time_never_crossing_returns_horizon_censored_and_nan_counts():
     pred, target = series([1.0, 0.95, 0.9, 0.85])
-    assert M.correlation_time(pred, target, [0.0, 0.5, 1.0, 1.5], 0.8) == 1.5
-    pred[0, 2] = np.nan  # a blown-up prediction is decorrelated
-    assert M.correlation_time(pred, target, [0.0, 0.5, 1.0, 1.5], 0.8) == 1.0
+    times = [0.0, 0.5, 1.0, 1.5]
+    assert M.correlation_time(pred, target, times, 0.8) == 1.5
+    # 0.92: crossed between 0.95 (t = 0.5) and 0.9 (t = 1.0) at 0.5 + 0.5 * 0.03 / 0.05 = 0.8
+    assert M.correlation_times_censored(pred, target, times, (0.8, 0.92)) == {0.8: (1.5, True),
+                                                                               0.92: (pytest.approx(0.8), False)}
+    assert M.is_censored([1.0, 0.85], 0.8) and not M.is_censored([1.0, np.nan], 0.8)
+    pred[0, 2] = np.nan  # a blown-up prediction is decorrelated: a crossing at that frame, not interpolated
+    assert M.correlation_time(pred, target, times, 0.8) == 1.0
+    assert M.correlation_times_censored(pred, target, times, (0.8,)) == {0.8: (1.0, False)}
 
 
 # -------------------------------------------------------------------------------- inputs and errors

@@ -310,3 +310,57 @@ def test_perceiver_pooling_is_kept_as_an_ablation_and_takes_any_token_count():
     assert model.encode(torch.randn(2, 128, 1), grid_pos(128).expand(2, -1, -1), (128,)).shape == (2, 12, 32)
     with pytest.raises(ValueError, match="pooling"):
         GridEncoder(1, 1, dim=8, tokens=4, heads=2, depth=1, patch_size=4, pooling="max")
+
+
+# --- periodic domains -----------------------------------------------------------------------------
+
+def test_periodic_position_features_repeat_every_period_and_use_integer_wavenumbers():
+    from upt.models.layers import FourierFeatures
+
+    periodic, plain = FourierFeatures(2, 5, periodic=True), FourierFeatures(2, 5)
+    # octaves 2 pi * (2, 4, 8, 16): integer wavenumbers up to the plain features' finest, 16 pi
+    torch.testing.assert_close(periodic.freqs, 2 * torch.pi * torch.tensor([1.0, 2.0, 4.0, 8.0]))
+    assert periodic.out_dim == 2 * 2 * 4 and plain.out_dim == 2 * (2 * 5 + 1)
+    x = torch.rand(50, 2)
+    for shift in ([1.0, 0.0], [0.0, 1.0], [-1.0, 2.0]):
+        torch.testing.assert_close(periodic(x + torch.tensor(shift)), periodic(x), atol=1e-4, rtol=0)
+    assert (plain(x + torch.tensor([1.0, 0.0])) - plain(x)).abs().max() > 0.5  # x and sin(pi x) are not
+
+
+@pytest.mark.parametrize("dim_space, shape", [(1, (7,)), (2, (5, 6))])
+def test_circular_stem_equals_the_zero_padded_stem_on_a_tiled_input(dim_space, shape):
+    from upt.models.encoders import ResidualConv
+
+    circular, zeros = ResidualConv(8, dim_space, periodic=True), ResidualConv(8, dim_space)
+    zeros.load_state_dict(circular.state_dict())
+    x = torch.randn(2, 8, *shape)
+    tiled = x.repeat(1, 1, *[3] * dim_space)  # the field and a copy on each side, per axis
+    middle = (slice(None), slice(None)) + tuple(slice(n, 2 * n) for n in shape)
+    # the stem reads 2 cells each side; the tiles supply exactly the wrapped-around ones
+    torch.testing.assert_close(circular(x), zeros(tiled)[middle])
+    assert not torch.allclose(circular(x), zeros(x), atol=1e-4)  # zero padding differs at the ends
+
+
+@pytest.mark.parametrize("dim_space, grid, fine", [(1, (32,), (64,)), (2, (8, 8), (16, 16))])
+def test_periodic_model_runs_at_any_resolution_and_decodes_x_and_x_plus_l_alike(dim_space, grid, fine):
+    model = tiny(dim_space, periodic=True, grid_shape=grid).eval()
+    assert model.encoder.stem.body[1].padding_mode == "circular"
+    cond = torch.rand(2, 2)
+    for shape in (grid, fine):  # the training grid and a finer one (super-resolution)
+        pos = grid_pos(*shape).expand(2, -1, -1) * (1 - 1 / shape[0])  # points of [0, 1)
+        u = torch.randn(2, pos.shape[1], 1)
+        z = model.encode(u, pos, shape)
+        assert z.shape == (2, 4, 16) and model(u, pos, pos, cond, shape).shape == (2, pos.shape[1], 1)
+        torch.testing.assert_close(model.decode(z, pos + 1.0), model.decode(z, pos), atol=1e-4, rtol=1e-4)
+    with pytest.raises(UptError, match="periodic"):
+        tiny(dim_space, periodic="yes", grid_shape=grid)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_periodic_mesh_encoder_sees_a_whole_period_shift_as_the_same_cloud(periodic):
+    enc = MeshParticleEncoder(2, 1, dim=16, tokens=4, heads=2, depth=1, supernodes=8, neighbours=4,
+                              periodic=periodic).eval()
+    pos, u = torch.rand(2, 40, 2), torch.randn(2, 40, 1)
+    shifted = pos + torch.tensor([1.0, -1.0])  # the same points, one period away on both axes
+    same = torch.allclose(enc(u, shifted), enc(u, pos), atol=1e-4)
+    assert same == periodic

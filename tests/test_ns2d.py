@@ -129,6 +129,32 @@ def test_default_step_matches_a_four_times_smaller_one():
     assert rel_l2(coarse[:, -1], fine[:, -1]) < 1e-6
 
 
+# ---------------------------------------------------------------- the initial field
+
+def test_initial_vorticity_has_the_fno_generators_variance_and_spectrum():
+    """The FNO generator's coefficients s_k (a + i b), a, b ~ N(0, 1), s_k^2 = 2 sigma^2 (4 pi^2 |k|^2
+    + tau^2)^{-alpha}, give w(x) = Re sum_k s_k (a_k + i b_k) e^{i k.x} the point variance sum_k s_k^2.
+
+    Per sample, the grid mean of w^2 (Parseval: sum_k |(c_k + conj c_-k) / 2|^2) has mean sum s_k^2
+    and variance 2 sum s_k^4, so the mean over 256 samples is within 4 standard deviations (10%) of
+    the analytic value, while a standard complex normal draw (half the variance) is 19 of them off.
+    Each mode's power E|w_hat_k|^2 is s_k^2: checked on the four lowest shells |k|^2 = 1, 2, 4, 5."""
+    n, samples = 32, 256
+    w = fno_initial_vorticity(np.random.default_rng(0), samples, n)
+    sigma2 = 2 * 7.0**3 * (4 * np.pi**2 * np.arange(6) + 49.0) ** -2.5  # s_k^2 by |k|^2
+    ix = np.fft.fftfreq(n, 1.0 / n)
+    k2 = ix[:, None] ** 2 + ix[None, :] ** 2
+    modes = np.where(k2 > 0, 2 * 7.0**3 * (4 * np.pi**2 * k2 + 49.0) ** -2.5, 0.0)
+    expected = modes.sum()
+    assert ns2d.initial_vorticity_variance(n) == pytest.approx(expected, rel=1e-12)
+    std = np.sqrt(2 * (modes**2).sum() / samples)
+    assert abs((w**2).mean() - expected) < 4 * std
+    assert np.abs(w.mean(axis=(-2, -1))).max() < 1e-12  # no mean mode
+    power = (np.abs(np.fft.fft2(w) / n**2) ** 2).mean(axis=0)
+    for shell in (1, 2, 4, 5):
+        assert power[k2 == shell].mean() == pytest.approx(sigma2[shell], rel=0.15)
+
+
 # ---------------------------------------------------------------- the saved fields
 
 @pytest.fixture(scope="module")
@@ -287,3 +313,41 @@ def test_coarse_solver_baseline_runs_on_ns2d(dataset, tmp_path):
     _, persistence = nrmse("persistence")
     assert np.isfinite(solver) and solver < 0.1 * persistence
     assert summary.query("arm == 'solver' and mode == 'reference'")["value"].item() > 0
+
+
+def test_truth_is_divergence_free_under_the_evaluations_own_metric(dataset):
+    """The generator declares its periodic domain (root attribute periodic, pde_periodic once
+    converted), so divergence_rms takes spectral derivatives, under which the solver's velocity is
+    divergence-free up to float32 rounding: ~1e-7 of a gradient of RMS ~1. Central differences
+    would score the same truth ~1e-3, which no prediction could be told apart from."""
+    import torch
+
+    from upt.evaluation.evaluate import divergence_rows
+    from upt.evaluation.scoring import TestSet, divergence_rms, velocity_gradient_rms
+    from upt.losses import divergence
+    from upt.training.stages import divergence_scales
+
+    data, stats = dataset("ns2d_32")  # 8 trajectories at 32^2, nu = 1e-3, 11 frames to t = 5
+    test = TestSet.load(data, stats, history=1)
+    assert test.data.attrs["pde_periodic"] == 1
+    assert divergence_scales(test.data)[3] is True  # the training prior takes the same derivatives
+    truth = test.frames[:, 1:]
+    rms, gradient = divergence_rms(test, truth), velocity_gradient_rms(test, truth)
+    assert rms <= 1e-5 and gradient > 0.1
+    v = test.data.denormalize(truth)[..., [test.data.fields.index("Vx"), test.data.fields.index("Vy")]]
+    central = float(divergence(v.reshape(-1, 32, 32, 2).double(), (1 / 32, 1 / 32)).square().mean().sqrt())
+    assert central > 100 * rms
+    # rows: a prediction with a known divergence, the truth plus eps * grad(phi), phi a single mode
+    x = torch.arange(32, dtype=torch.float64) / 32
+    phi_x = torch.cos(2 * np.pi * x)[:, None].expand(32, 32)  # phi = sin(2 pi x) / (2 pi): div = -2 pi sin
+    eps = 0.01
+    std = test.data.std[[test.data.fields.index("Vx"), test.data.fields.index("Vy")]]
+    pred = truth.clone()
+    pred[..., test.data.fields.index("Vx")] += (eps * phi_x.reshape(-1) / std[0]).float()
+    rows = {(r["mode"], r["metric"]): r["value"] for r in divergence_rows(test, {"physical": pred})}
+    expected = eps * 2 * np.pi / np.sqrt(2)  # RMS of eps 2 pi sin(2 pi x)
+    assert rows[("physical", "divergence_rms")] == pytest.approx(expected, rel=1e-4)
+    assert rows[("physical", "divergence_ratio")] == pytest.approx(rows[("physical", "divergence_rms")] / rms)
+    assert rows[("physical", "divergence_rel_grad")] == pytest.approx(
+        expected / velocity_gradient_rms(test, pred), rel=1e-4)
+    assert rows[("truth", "divergence_rms")] == rms and rows[("truth", "divergence_rel_grad")] < 1e-5

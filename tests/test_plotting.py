@@ -77,7 +77,8 @@ def _build(root, dataset: str, sweeps: bool, grid: tuple[int, ...], full: bool =
     write_summary_stats(layout.table(dataset, SUMMARY_STATS), pd.DataFrame(stats))
     judged = [("a claim", "supported", -0.3, -0.4, -0.2), ("another", "inconclusive", 0.05, -0.1, 0.2)]
     write_claims(layout.table(dataset, CLAIMS), pd.DataFrame(
-        [(c, REF, "persistence", "nrmse", "latent", "lower", e, lo, hi, len(SEEDS), v, -0.25, -0.1, 1.0, 1.0, "")
+        [(c, REF, "persistence", "nrmse", "latent", "lower", e, lo, hi, len(SEEDS), v, True,
+          "unpaired: no shared trained stage", 0.01, 0.02, v, 0.12, 4.0, -0.25, -0.1, 1.0, 1.0, 0.05, 0.05, "")
          for c, v, e, lo, hi in judged], columns=CLAIMS_COLUMNS))
     if full:
         _write_curves_and_training(layout, dataset, arms, curves)
@@ -90,7 +91,8 @@ def _write_curves_and_training(layout, dataset, arms, curves) -> None:
         coords={"arm": list(arms), "seed": list(SEEDS), "mode": [*MODES, "one-step"], "time": TIMES},
         attrs={"dataset": dataset, "reference_arm": REF}))
     train = [(dataset, arm, seed, stage, epoch, 10 * epoch, _level(arm, "latent", seed) / (epoch + 1),
-              1.2 * _level(arm, "latent", 0) / (epoch + 1), 2.0, 30.0, 500.0 + (arms[arm]["tokens"] or 0))
+              1.2 * _level(arm, "latent", 0) / (epoch + 1), 2.0, 30.0, 500.0 + (arms[arm]["tokens"] or 0),
+              "cap", 0.0)
              for arm in arms if arm != "persistence" for seed in SEEDS
              for stage in ("autoencoder", "operator") for epoch in range(3)]
     write_training(layout.table(dataset, TRAINING), pd.DataFrame(train, columns=TRAINING_COLUMNS))
@@ -188,6 +190,9 @@ def test_claims_table_and_figure(results):
     table = claims_table(claims)
     assert table.loc["a claim", "effect [95% CI]"] == "-30.0% [-40.0%, -20.0%]"
     assert table.loc["another", "verdict"] == "**inconclusive**"
+    assert table.loc["a claim", "Holm verdict"] == "supported" and table.loc["a claim", "MDE (80%)"] == "12.0%"
+    assert table.loc["a claim", "seeds needed"] == "4" and table.loc["a claim", "pairing"] == "unpaired"
+    assert table.loc["a claim", "predicted"] == "[-25.0%, -10.0%]"
     assert claims_figure(claims) is not None
 
 

@@ -146,7 +146,7 @@ class ToyStage(nn.Module):
 def toy_run(out, fail_at=None, **kw):
     torch.manual_seed(0)
     stage = ToyStage(fail_at)
-    loop = LoopSettings(epochs=3, batch_size=8, checkpoint_every=3, ema=0.9, **kw)
+    loop = LoopSettings(**{"epochs": 3, "batch_size": 8, "checkpoint_every": 3, "ema": 0.9, **kw})
     return fit(stage, ToyData(), ToyData(16), loop, out)
 
 
@@ -196,6 +196,124 @@ def test_best_checkpoint_is_chosen_on_validation(tmp_path, monkeypatch):
     assert same(weights(best), snapshots[1]) and not same(weights(best), snapshots[2])
 
 
+# --- early stopping on a validation plateau -------------------------------------------------------
+
+def scripted_validation(monkeypatch, scores):
+    """validate() returns ``scores[k]`` at its k-th call (the real one still runs: same RNG use)."""
+    import upt.training.loop as loop_module
+
+    real_validate, calls = loop_module.validate, []
+
+    def scripted(model, *args):
+        real_validate(model, *args)
+        calls.append(1)
+        return scores[len(calls) - 1]
+
+    monkeypatch.setattr(loop_module, "validate", scripted)
+
+
+def test_early_stop_on_a_plateau_at_the_predicted_epoch(tmp_path, monkeypatch):
+    # min_delta 0.01: epoch 2 improves on 5.0 (4.0 < 4.95); 3.99, 3.97 and 3.965 are each within 1%
+    # of 4.0, the last improving epoch's loss, so epochs 3, 4, 5 are stale and patience 3 stops at 5
+    scripted_validation(monkeypatch, [5.0, 4.0, 3.99, 3.97, 3.965, 1.0, 1.0, 1.0])
+    toy_run(tmp_path, epochs=8, patience=3, min_delta=0.01)
+    metrics = pd.read_csv(tmp_path / "metrics.csv", keep_default_na=False)
+    assert list(metrics["epoch"]) == [1, 2, 3, 4, 5] and list(metrics["stale"]) == [0, 0, 1, 2, 3]
+    assert list(metrics["stop"]) == ["", "", "", "", "plateau"]
+    from upt.training.plateau import plateau_gain
+
+    # last quarter of 5 epochs = ceil(5 / 4) = 2: best 3.965 against the best 3.99 of epochs 1-3
+    assert plateau_gain(metrics["val_loss"]) == pytest.approx((3.99 - 3.965) / 3.99)
+
+
+def test_without_patience_or_plateau_the_run_stops_at_the_cap(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [4.0, 3.0, 2.0, 1.0, 3.0, 3.0])
+    toy_run(tmp_path / "improving", epochs=4, patience=1, min_delta=0.01)
+    toy_run(tmp_path / "off", epochs=2)  # patience null: 3.0, 3.0 would be a plateau
+    improving = pd.read_csv(tmp_path / "improving" / "metrics.csv", keep_default_na=False)
+    assert list(improving["stop"]) == ["", "", "", "cap"] and list(improving["stale"]) == [0, 0, 0, 0]
+    off = pd.read_csv(tmp_path / "off" / "metrics.csv", keep_default_na=False)
+    assert list(off["stop"]) == ["", "cap"] and list(off["stale"]) == [0, 1]
+    from upt.training.plateau import plateau_gain
+
+    assert plateau_gain(improving["val_loss"]) == pytest.approx((2.0 - 1.0) / 2.0)  # epoch 4 vs epochs 1-3
+
+
+def test_plateau_decay_scales_the_lr_once_then_stops_on_the_next_plateau(tmp_path, monkeypatch):
+    from upt.training.loop import warmup_cosine
+
+    scripted_validation(monkeypatch, [2.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    toy_run(tmp_path, epochs=6, patience=1, min_delta=0.01, plateau_decay=0.1)
+    metrics = pd.read_csv(tmp_path / "metrics.csv", keep_default_na=False)
+    # epoch 2: first plateau -> lr x 0.1, window restarts; 3 improves; 4 is the second plateau
+    assert list(metrics["stop"]) == ["", "", "", "plateau"] and list(metrics["stale"]) == [0, 0, 0, 1]
+    schedule = warmup_cosine(6 * 5, LoopSettings().warmup, LoopSettings().min_lr)  # 5 steps per epoch
+    scale = [1.0, 0.1, 0.1, 0.1]
+    expected = [LoopSettings().lr * schedule(step) * s for step, s in zip(metrics["step"], scale)]
+    assert list(metrics["lr"]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_resume_inside_a_patience_window_equals_uninterrupted_run(tmp_path, monkeypatch):
+    plateau = dict(epochs=12, patience=2, min_delta=0.2, plateau_decay=0.5)
+    reference = toy_run(tmp_path / "a", **plateau)
+    ref_metrics = pd.read_csv(tmp_path / "a" / "metrics.csv", keep_default_na=False)
+    assert ref_metrics["stop"].iloc[-1] == "plateau" and len(ref_metrics) < 12
+    # crash 2 steps into the epoch after the first stale one (5 steps per epoch)
+    stale_epoch = int(ref_metrics.loc[ref_metrics["stale"] == 1, "epoch"].iloc[0])
+    original = ToyStage.forward
+
+    def crash(self, batch, generator):
+        if self.calls == stale_epoch * 5 + 2:
+            raise Crash()
+        return original(self, batch, generator)
+
+    monkeypatch.setattr(ToyStage, "forward", crash)
+    with pytest.raises(Crash):
+        toy_run(tmp_path / "b", **plateau)
+    saved = torch.load(tmp_path / "b" / "state.pt", weights_only=True)["progress"]
+    assert saved["epoch"] == stale_epoch and saved["plateau"]["stale"] == 1 and saved["stop"] is None
+    monkeypatch.setattr(ToyStage, "forward", original)
+    resumed = toy_run(tmp_path / "b", **plateau)
+    assert same(weights(resumed), weights(reference))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "metrics.csv", keep_default_na=False).drop(columns="seconds"),
+                                  ref_metrics.drop(columns="seconds"))
+
+
+def test_training_table_records_why_runs_stopped_and_flags_runs_off_their_plateau(tmp_path):
+    from upt.evaluation.aggregate import runs_off_plateau, training_table
+
+    runs = {"plateaued": ([4.0, 2.0, 1.9, 1.95], "plateau"),  # gain: best 1.9 vs 1.9 before -> 0
+            "slow": ([4.0, 2.0, 1.9, 1.5], "cap"),            # (1.9 - 1.5) / 1.9 > 0.10: flagged
+            "flat": ([4.0, 2.0, 1.9, 1.8], "cap")}            # (1.9 - 1.8) / 1.9 < 0.10
+    for name, (val, stop) in runs.items():
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"epoch": [1, 2, 3, 4], "step": [5, 10, 15, 20], "train_loss": 1.0, "val_loss": val,
+                      "seconds": 1.0, "stop": ["", "", "", stop]}).to_csv(tmp_path / name / "metrics.csv", index=False)
+    manifest = {"dataset": "b", "runs": {name: {"0": [{"stage": "autoencoder", "dir": str(tmp_path / name)}]}
+                                         for name in runs}}
+    table = training_table(manifest)
+    last = table.groupby("arm").last()
+    assert dict(last["stop_reason"]) == {"plateaued": "plateau", "slow": "cap", "flat": "cap"}
+    assert last.loc["plateaued", "plateau_gain"] == 0.0
+    assert last.loc["slow", "plateau_gain"] == pytest.approx(0.4 / 1.9)
+    assert last.loc["flat", "plateau_gain"] == pytest.approx(0.1 / 1.9)
+    flagged = runs_off_plateau(table)
+    assert list(flagged["arm"]) == ["slow"] and flagged["epochs"].iloc[0] == 4
+    (tmp_path / "plateaued" / "metrics.csv").write_text("epoch,step,train_loss,val_loss,seconds,stop\n1,5,1,1,1,\n")
+    with pytest.raises(UptError, match="last row's stop is empty"):
+        training_table(manifest)
+
+
+@pytest.mark.parametrize("key, value, message", [("patience", 0, "patience must be >= 1"),
+                                                 ("min_delta", 1.5, r"min_delta must be in \[0, 1\)"),
+                                                 ("plateau_decay", 1.0, r"plateau_decay must be in \(0, 1\)")])
+def test_bad_early_stopping_settings_fail_naming_the_key(key, value, message):
+    from upt.settings import TrainSettings
+
+    with pytest.raises(UptError, match=f"stage.{message}"):
+        TrainSettings.parse(settings({"reconstruction": 1.0}, **{key: value}), "autoencoder")
+
+
 # --- through the command line: SIGTERM and DDP ---------------------------------------------------
 
 def upt_train(data, out, stage_settings, *launcher, **popen):
@@ -226,7 +344,8 @@ def test_sigterm_saves_state_and_resume_matches(burgers, tmp_path):
 
 @pytest.mark.slow  # `upt train` alone, then as two torchrun (DDP) processes, ~9 s
 def test_ddp_two_processes_match_one(burgers, tmp_path):
-    cfg = settings({"reconstruction": 1.0}, epochs=3, queries=16)
+    # min_delta 0.99: epoch 2 is all but surely a plateau; every rank must stop there together
+    cfg = settings({"reconstruction": 1.0}, epochs=3, queries=16, patience=1, min_delta=0.99)
     single = upt_train(burgers, tmp_path / "one" / "model.pt", cfg, sys.executable)
     assert single.wait(300) == 0, single.communicate()
     ddp = upt_train(burgers, tmp_path / "two" / "model.pt", cfg, sys.executable, "-m", "torch.distributed.run",
@@ -236,6 +355,7 @@ def test_ddp_two_processes_match_one(burgers, tmp_path):
     two = pd.read_csv(tmp_path / "two" / "metrics.csv")
     pd.testing.assert_series_equal(one["train_loss"], two["train_loss"], rtol=1e-4)
     pd.testing.assert_series_equal(one["val_loss"], two["val_loss"], rtol=1e-4)
+    assert list(one["stop"].fillna("")) == list(two["stop"].fillna("")) == ["", "plateau"]
 
 
 def test_divergence_scales_are_field_std_over_grid_spacing(dataset):
@@ -248,8 +368,8 @@ def test_divergence_scales_are_field_std_over_grid_spacing(dataset):
     nc, stats_json = dataset("cfd")
     train = FieldDataset(nc, stats_json, "train")
     stats = json.loads(stats_json.read_text())["fields"]
-    ix, iy, (sx, sy) = _divergence_scales(train)
-    assert (train.fields[ix], train.fields[iy]) == ("Vx", "Vy")
+    ix, iy, (sx, sy), periodic = _divergence_scales(train)
+    assert (train.fields[ix], train.fields[iy]) == ("Vx", "Vy") and not periodic  # PDEBench: bounded
     assert sx == pytest.approx(stats["Vx"]["std"] / (1 / 7), rel=1e-5)  # 8 points on [0, 1]
     assert sy == pytest.approx(stats["Vy"]["std"] / (1 / 5), rel=1e-5)
 
@@ -296,3 +416,166 @@ def test_a_typo_in_the_settings_fails_naming_the_key(burgers, tmp_path, edit, ke
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and key in err
     assert not (tmp_path / "m.pt").exists()
+
+
+# --- latent noise and the latent anchor -----------------------------------------------------------
+
+class Recorder(nn.Module):
+    """Wraps an approximator and keeps every latent it reads and returns."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.inputs, self.outputs = inner, [], []
+
+    def forward(self, z, cond):
+        out = self.inner(z, cond)
+        self.inputs.append(z.detach().clone())
+        self.outputs.append(out.detach().clone())
+        return out
+
+
+def sign_latents(scales, leading=(6, 5, 4)):
+    """Latents whose channel c is +-scales[c] in equal numbers: mean 0 and std scales[c] exactly."""
+    signs = torch.ones(*leading, len(scales))
+    signs.view(-1, len(scales))[1::2] = -1.0
+    return signs * torch.tensor(scales)
+
+
+def operator_stage(noise, horizon=3, batch=256):
+    from types import SimpleNamespace
+
+    from upt.models import build_model
+    from upt.settings import StageSettings
+    from upt.training.stages import OperatorStage
+
+    torch.manual_seed(0)
+    model = build_model("upt-tiny", dim_space=1, fields=1, cond_dim=1, grid_shape=(32,))
+    model.approximator = Recorder(model.approximator)
+    scales = [0.5, 1.0, 2.0, 4.0] * 4  # 16 channels
+    stage = OperatorStage.build(model, StageSettings(latent_noise=noise, losses={"next_step": 1.0, "rollout": 1.0}),
+                                SimpleNamespace(z=sign_latents(scales)), None)
+    z = torch.randn(batch, 4, 16)
+    data = {"z": z, "target": z[:, None] + 0.1 * torch.randn(batch, horizon, 4, 16), "cond": torch.rand(batch, horizon, 1)}
+    return stage, data, torch.tensor(scales)
+
+
+def test_latent_noise_is_scaled_per_channel_and_reaches_every_rollout_step_in_training_only():
+    stage, batch, scales = operator_stage(0.1)
+    torch.testing.assert_close(stage.noise_scale, 0.1 * scales)  # 0.1 of each channel's std, by hand
+    recorder = stage.model.approximator
+    stage.train()
+    stage(batch, torch.Generator().manual_seed(1))
+    assert len(recorder.inputs) == 3
+    # what each step reads = the previous latent (z_0, then the step's own prediction) + noise
+    fed = [batch["z"]] + recorder.outputs[:-1]
+    for read, clean in zip(recorder.inputs, fed):
+        noise_std = (read - clean).reshape(-1, 16).std(0)
+        torch.testing.assert_close(noise_std, 0.1 * scales, rtol=0.08, atol=0)
+    recorder.inputs.clear(), recorder.outputs.clear()
+    stage.eval()
+    stage(batch, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(recorder.inputs[0], batch["z"], rtol=0, atol=0)  # never in evaluation
+    torch.testing.assert_close(recorder.inputs[1], recorder.outputs[0], rtol=0, atol=0)
+
+
+def test_zero_latent_noise_trains_as_before_and_noise_keeps_the_gradient():
+    quiet, batch, _ = operator_stage(0.0, batch=8)
+    assert quiet.noise_scale is None
+    noisy, _, _ = operator_stage(0.1, batch=8)
+    noisy.load_state_dict(quiet.state_dict(), strict=False)
+    for stage in (quiet, noisy):
+        stage.train()
+        with torch.no_grad():
+            for p in stage.model.approximator.parameters():  # wake the zero-initialised output layer
+                if not p.any():
+                    p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    losses = {}
+    for name, stage in (("quiet", quiet), ("noisy", noisy)):
+        losses[name] = stage(batch, torch.Generator().manual_seed(3))[0]
+        stage.eval()
+        losses[name + "-eval"] = stage(batch, torch.Generator().manual_seed(3))[0]
+        stage.train()
+    # no noise: training mode computes exactly what evaluation does (the loss before this setting)
+    assert torch.equal(losses["quiet"], losses["quiet-eval"]) and torch.equal(losses["quiet-eval"], losses["noisy-eval"])
+    assert not torch.equal(losses["noisy"], losses["noisy-eval"])
+    z = batch["z"].clone().requires_grad_(True)
+    loss, _ = noisy({**batch, "z": z}, torch.Generator().manual_seed(3))
+    loss.backward()
+    grads = [p.grad for p in noisy.model.approximator.parameters() if p.grad is not None]
+    assert grads and all(g.isfinite().all() for g in grads) and sum(float(g.norm()) for g in grads) > 0
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_latent_noise_is_refused_where_no_approximator_trains():
+    from upt.settings import TrainSettings
+
+    raw = settings({"reconstruction": 1.0}, latent_noise=0.1)
+    with pytest.raises(UptError, match="latent_noise"):
+        TrainSettings.parse(raw, "autoencoder")
+    with pytest.raises(UptError, match="latent_noise"):
+        TrainSettings.parse(settings({"next_step": 1.0}, latent_noise=-0.1), "operator")
+    assert TrainSettings.parse(settings({"next_step": 1.0}, latent_noise=0.1), "joint").stage.latent_noise == 0.1
+
+
+def test_latent_anchor_is_zero_at_the_reference_and_quadratic_in_scale_and_shift():
+    from upt.training.latent_scale import channel_stats, latent_anchor
+
+    scales = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    z = sign_latents(scales.tolist())
+    mean, std = channel_stats(z)
+    torch.testing.assert_close(mean, torch.zeros(4))
+    torch.testing.assert_close(std, scales)
+    assert float(latent_anchor(z, mean, std)) == pytest.approx(0.0, abs=1e-10)
+    for a in (0.5, 1.5, 3.0):  # every channel scaled by a: ((a - 1) s_c)^2 / s_c^2
+        assert float(latent_anchor(a * z, mean, std)) == pytest.approx((a - 1) ** 2, rel=1e-5)
+    assert float(latent_anchor(z + 0.3 * scales, mean, std)) == pytest.approx(0.09, rel=1e-5)  # shifted 0.3 s_c
+
+
+def test_latent_anchor_bounds_a_scale_the_physical_loss_leaves_free():
+    """A decoder that layer-normalizes its tokens cannot tell z from a z: a loss read through it is
+    flat in a, and any push (here a slope g towards larger a) drifts a without bound; with the
+    anchor of weight w, a settles at 1 + g / (2 w)."""
+    from upt.training.latent_scale import channel_stats, latent_anchor
+
+    z = sign_latents([0.5, 1.0, 2.0, 4.0])
+    reference = channel_stats(z)
+    g, w = 0.1, 0.5
+    final = {}
+    for weight in (0.0, w):
+        a = torch.tensor(1.0, requires_grad=True)
+        optimizer = torch.optim.SGD([a], lr=0.5)
+        for _ in range(400):
+            optimizer.zero_grad()
+            flat = nn.functional.layer_norm(a * z, (4,)).square().mean()  # scale-free "physics"
+            (flat - g * a + weight * latent_anchor(a * z, *reference)).backward()
+            optimizer.step()
+        final[weight] = float(a.detach())
+    assert final[0.0] > 10  # unanchored: 1 + 400 * 0.5 * g = 21
+    assert final[w] == pytest.approx(1 + g / (2 * w), rel=1e-3)
+
+
+def test_joint_stage_measures_its_reference_from_the_initial_encoder(burgers, autoencoder):
+    from upt.data.dataset import FieldDataset
+    from upt.settings import StageSettings
+    from upt.training.latent_scale import channel_stats
+    from upt.training.stages import JointStage
+
+    model = load_checkpoint(autoencoder).model
+    train = FieldDataset(*burgers, "train", horizon=2)
+    stage = JointStage.build(model, StageSettings(latent_noise=0.1, losses={"next_step": 1.0, "latent_anchor": 0.1}),
+                             train, None)
+    with torch.no_grad():
+        every = torch.cat([model.eval().encode(train[i]["u"][None], train.pos[None], train.grid_shape)
+                           for i in range(len(train))])
+    mean, std = channel_stats(every)
+    torch.testing.assert_close(stage.latent_std, std, rtol=0.1, atol=0.05 * float(std.mean()))
+    torch.testing.assert_close(stage.noise_scale, 0.1 * stage.latent_std)
+    batch = torch.utils.data.default_collate([train[i] for i in range(4)])
+    stage.train()
+    loss, terms = stage(batch, torch.Generator().manual_seed(0))
+    assert loss.isfinite() and float(terms["latent_anchor"]) > 0
+    stage.eval()
+    _, clean = stage(batch, torch.Generator().manual_seed(0))
+    assert float(clean["latent_anchor"]) < 1.0  # the initial encoder sits near its own statistics
+    plain = JointStage.build(model, StageSettings(losses={"next_step": 1.0}), train, None)
+    assert plain.latent_std is None and plain.noise_scale is None

@@ -74,6 +74,17 @@ class StageRun:
         return {**self.settings, "seed": seed}
 
 
+def sample_steps(config: dict, dataset: str, arm: str) -> int | None:
+    """The sampling steps an arm's evaluation overrides its checkpoint's with: its last stage's
+    ``student_steps`` where that stage's training ignores them (and so its run may be shared with an
+    arm that samples in another number of steps), else None."""
+    resolved = resolve_arm(config, arm, dataset)
+    last = resolved["pipeline"][-1]
+    if "student_steps" not in vocabulary.stage(last).sampling:
+        return None
+    return TrainSettings.parse(stage_settings(resolved, last, seed=0), last).stage.student_steps
+
+
 def arms_of(config: dict, dataset: str) -> list[str]:
     """The arms a dataset runs: its own ``arms`` list, else every arm of the config."""
     return list(config["datasets"][dataset].get("arms") or config["arms"])
@@ -96,6 +107,8 @@ def plan(config: dict, dataset: str) -> dict[str, list[StageRun]]:
                                     f"arms.{arm_name}: stages.{stage}.student_steps")
             del settings["seed"]
             seen = dict(settings)
+            # e.g. a consistency student's steps: its training never reads them (upt.vocabulary)
+            seen["stage"] = {k: v for k, v in settings["stage"].items() if k not in kind.sampling}
             if "approximator" not in kind.holds:
                 seen["model"] = {k: v for k, v in arm["model"].items() if k not in APPROXIMATOR_ONLY}
             signature.append([stage, seen])

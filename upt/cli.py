@@ -75,7 +75,10 @@ def _settings(value: str) -> dict:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from upt.lazy_dynamo import defer_optimizer_dynamo_import
     from upt.training.run import run_stage
+
+    defer_optimizer_dynamo_import()  # ~1 s of each training job's start-up (upt/lazy_dynamo.py)
 
     run_stage(args.stage, args.settings, args.data, args.stats, args.out, init=args.init, cache=args.cache)
 
@@ -94,7 +97,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise UptError("give exactly one of --checkpoint (a trained arm) and --baseline")
     if args.checkpoint is not None:
         evaluate_model(args.checkpoint, args.data, args.stats, args.out, arm=args.arm,
-                       fine_data=args.fine_data, **common)
+                       fine_data=args.fine_data, sample_steps=args.sample_steps, **common)
     else:
         evaluate_baseline(args.baseline, args.data, args.stats, args.out, history=args.history,
                           solver=args.solver, coarsen=args.coarsen, **common)
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the numerical solver of a solver baseline: the generator of the dataset's PDE")
     p.add_argument("--coarsen", type=int, default=4, help="coarse-solver grid: this many times coarser")
     p.add_argument("--history", type=int, default=1, help="given frames for a baseline")
+    p.add_argument("--sample-steps", type=int, default=None,
+                   help="sample the checkpoint's corrector in this many steps instead of its own "
+                        "(a consistency student's steps do not change its training)")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 5, 10],
                    help="steps after the given frames at which nRMSE and correlation are reported")
     p.set_defaults(func=_evaluate)

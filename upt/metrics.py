@@ -150,16 +150,32 @@ def compute_per_sample(pred, target, initial_step: int = 0, domain_lengths=None)
 
 
 def first_crossing(correlation, times, threshold: float = 0.8) -> float:
-    """First value of ``times`` whose ``correlation`` is below ``threshold`` (or NaN), else ``times[-1]``.
+    """The time at which ``correlation`` first falls below ``threshold``, else ``times[-1]``.
 
-    Both sequences are aligned (same length). A dip counts even if the correlation recovers later.
-    A NaN correlation (a non-finite prediction, or a constant field) counts as a crossing.
+    Both sequences are aligned (same length). The crossing is interpolated linearly between the
+    last frame at or above the threshold and the first below it (a frame-grid value would quantize
+    the correlation time to the frame spacing); a first frame already below gives ``times[0]``. A
+    dip counts even if the correlation recovers later. A NaN correlation (a non-finite prediction,
+    or a constant field) counts as a crossing at that frame, with nothing to interpolate.
     Never crossing returns the last time, i.e. the evaluated horizon: a right-censored value that
-    keeps means over seeds finite (``inf`` would make every aggregate ``inf``).
+    keeps means over seeds finite (``inf`` would make every aggregate ``inf``); ``is_censored``
+    tells which.
     """
     corr, times = np.asarray(correlation, float), np.asarray(times, float)
     below = np.flatnonzero(~(corr >= threshold))
-    return float(times[below[0]] if below.size else times[-1])
+    if not below.size:
+        return float(times[-1])
+    i = below[0]
+    if i == 0 or np.isnan(corr[i]):
+        return float(times[i])
+    fraction = (corr[i - 1] - threshold) / (corr[i - 1] - corr[i])
+    return float(times[i - 1] + fraction * (times[i] - times[i - 1]))
+
+
+def is_censored(correlation, threshold: float = 0.8) -> bool:
+    """True when ``correlation`` never falls below ``threshold`` (nor is NaN) within the horizon:
+    ``first_crossing`` then returns the horizon, a lower bound of the correlation time."""
+    return bool(np.all(np.asarray(correlation, float) >= threshold))
 
 
 def correlation_time(pred, target, times, threshold: float = 0.8, initial_step: int = 0) -> float:
@@ -171,9 +187,16 @@ def correlation_time(pred, target, times, threshold: float = 0.8, initial_step: 
 
 def correlation_times(pred, target, times, thresholds=THRESHOLDS, initial_step: int = 0) -> dict:
     """``{threshold: correlation time}`` for several thresholds (default 0.8, 0.9, 0.95) at once."""
+    return {thr: time for thr, (time, _) in
+            correlation_times_censored(pred, target, times, thresholds, initial_step).items()}
+
+
+def correlation_times_censored(pred, target, times, thresholds=THRESHOLDS, initial_step: int = 0) -> dict:
+    """``{threshold: (correlation time, censored)}``: as ``correlation_times``, and whether the
+    rollout never fell below the threshold within the horizon (``is_censored``)."""
     p, t, _ = _prepare(pred, target, initial_step, None)
     times = np.asarray(times, float).ravel()
     if times.size != p.shape[1] + initial_step:
         raise UptError(f"metrics: {times.size} times for {p.shape[1] + initial_step} time steps")
     corr = _correlation(p, t).mean(0)
-    return {thr: first_crossing(corr, times[initial_step:], thr) for thr in thresholds}
+    return {thr: (first_crossing(corr, times[initial_step:], thr), is_censored(corr, thr)) for thr in thresholds}

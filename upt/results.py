@@ -74,15 +74,18 @@ SUMMARY_COLUMNS = ("dataset", "arm", "seed", "mode", "metric", "value")
 # summary_stats.csv: mean and 95% t-interval over seeds, and the paired difference to the reference
 SUMMARY_STATS_COLUMNS = ("dataset", "arm", "mode", "metric", "n", "mean", "ci_low", "ci_high", "reference",
                          "diff_mean", "diff_ci_low", "diff_ci_high")
-# training.csv: every epoch of every stage run
+# training.csv: every epoch of every stage run, with the run's stop_reason ("plateau" or "cap") and
+# plateau_gain (upt.training.plateau) repeated on each of its rows
 TRAINING_COLUMNS = ("dataset", "arm", "seed", "stage", "epoch", "step", "train_loss", "val_loss", "seconds",
-                    "run_seconds", "max_rss_mb")
+                    "run_seconds", "max_rss_mb", "stop_reason", "plateau_gain")
 # claims.csv: the config's claims, judged (upt.evaluation.claims)
 CLAIMS_COLUMNS = ("claim", "arm", "control", "metric", "mode", "expected", "effect", "ci_low", "ci_high",
-                  "n_seeds", "verdict", "predicted_low", "predicted_high", "arm_mean", "control_mean", "note")
+                  "n_seeds", "verdict", "primary", "pairing", "p_value", "p_holm", "verdict_holm", "mde",
+                  "seeds_needed", "predicted_low", "predicted_high", "arm_mean", "control_mean", "arm_cv",
+                  "control_cv", "note")
 # A run's metrics.csv: the columns the contract relies on (the training loop writes more, e.g. lr
-# and one train_<term> per loss term)
-RUN_METRICS_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "seconds")
+# and one train_<term> per loss term); `stop` is empty but on the last row: why the run stopped
+RUN_METRICS_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "seconds", "stop")
 # Snakemake's benchmark TSV: the columns read (wall seconds and peak resident memory in MB)
 BENCHMARK_COLUMNS = ("s", "max_rss")
 # arms.json: per arm, what the figures need to know of it

@@ -20,13 +20,15 @@ from upt import vocabulary
 from upt.errors import UptError
 
 DEFAULT_SAMPLE_STEPS = 16  # the teacher's sampling steps when corrector.sample_steps is not set
+NOISY_STAGES = ("operator", "joint")  # the stages that train an approximator, and take latent_noise
+SCHEDULES = ("cosine", "step")  # learning-rate schedules of the training loop
 
 
 @dataclass(frozen=True)
 class _LoopFields:
     """The training loop's own settings, which a stage's settings carry too (all but the seed)."""
 
-    epochs: int = 10
+    epochs: int = 10  # the cap; with patience a run may stop earlier, on a validation plateau
     batch_size: int = 16  # global batch, split across DDP ranks
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -37,6 +39,16 @@ class _LoopFields:
     checkpoint_every: int = 200  # steps between resume checkpoints (plus every epoch end)
     workers: int = 0  # DataLoader worker processes
     max_steps_per_epoch: int | None = None  # cap on a large dataset's epoch
+    # "cosine": warm-up then cosine decay to min_lr; "step": lr x lr_gamma every lr_step_epochs
+    # epochs, PDEBench's StepLR (warmup and min_lr do not apply)
+    schedule: str = "cosine"
+    lr_step_epochs: int = 100
+    lr_gamma: float = 0.5
+    # early stopping (upt.training.plateau): stop after `patience` epochs in a row whose validation
+    # loss is not below the last improving epoch's by more than `min_delta` of it (None: run to the cap)
+    patience: int | None = None
+    min_delta: float = 0.01
+    plateau_decay: float | None = None  # on the first plateau scale the LR by this and go on instead
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,15 @@ class StageSettings(_LoopFields):
 
     gpus: int = 0  # the job's GPUs; more than 1 runs one DDP process per GPU
     preload_mb: int = 2048  # a split up to this size is held in memory
-    horizon: int = 1  # steps of the rollout loss
+    horizon: int | None = 1  # steps of the rollout loss; None: the whole trajectory after the history
     queries: int | None = None  # output points supervised per batch (None: all)
     losses: dict[str, float] = field(default_factory=dict)  # loss term -> weight
     corrector: CorrectorSettings = field(default_factory=CorrectorSettings)
     student_steps: int = 1  # distill and consistency: the student's sampling steps
     target_ema: float = 0.95  # consistency: decay of the EMA target
+    # operator and joint: std of the Gaussian noise on the approximator's input latents during
+    # training, as a fraction of each latent channel's std (upt.training.latent_scale)
+    latent_noise: float = 0.0
 
     def loop(self, seed: int) -> LoopSettings:
         return LoopSettings(seed=seed, **{f.name: getattr(self, f.name) for f in dataclasses.fields(_LoopFields)})
@@ -80,7 +95,8 @@ def _model_keys() -> set[str]:
     from upt.models.sizes import ModelSize
 
     return {f.name for f in dataclasses.fields(ModelSize)} | {
-        "preset", "family", "encoder", "approximator", "observed_fraction", "modes", "layers", "hidden", "match"}
+        "preset", "family", "encoder", "approximator", "observed_fraction", "periodic", "modes", "layers", "hidden", "match",
+        "variant"}
 
 
 @dataclass(frozen=True)
@@ -105,8 +121,21 @@ class TrainSettings:
         check_losses(kind.name, settings.stage.losses, f"{where}: stage.losses")
         if kind.teacher:
             check_student_steps(settings.stage.student_steps, None, f"{where}: stage.student_steps")
+        if settings.stage.schedule not in SCHEDULES:
+            raise UptError(f"{where}: stage.schedule must be one of {', '.join(SCHEDULES)}, "
+                           f"got {settings.stage.schedule!r}")
+        if settings.stage.lr_step_epochs < 1 or not 0 < settings.stage.lr_gamma <= 1:
+            raise UptError(f"{where}: stage.lr_step_epochs must be >= 1 and stage.lr_gamma in (0, 1], got "
+                           f"{settings.stage.lr_step_epochs} and {settings.stage.lr_gamma}")
+        if settings.stage.horizon is None and kind.reads != "fields":
+            raise UptError(f"{where}: stage.horizon null (the whole trajectory) is for stages that read "
+                           f"fields; stage {stage} reads {kind.reads}")
+        if settings.stage.latent_noise < 0 or (settings.stage.latent_noise and kind.name not in NOISY_STAGES):
+            raise UptError(f"{where}: stage.latent_noise must be >= 0, and only stages {', '.join(NOISY_STAGES)} "
+                           f"take it; got {settings.stage.latent_noise} for stage {kind.name}")
         if not 0 <= settings.stage.target_ema < 1:
             raise UptError(f"{where}: stage.target_ema must be in [0, 1), got {settings.stage.target_ema}")
+        check_early_stopping(settings.stage, f"{where}: stage")
         if settings.stage.corrector.prediction not in ("v", "eps"):
             raise UptError(f"{where}: stage.corrector.prediction must be 'v' or 'eps', "
                            f"got {settings.stage.corrector.prediction!r}")
@@ -120,6 +149,16 @@ def check_losses(stage: str, weights: dict, where: str) -> None:
     if unknown:
         raise UptError(f"{where}.{unknown[0]}: stage {stage} has no loss term {unknown[0]!r}; "
                        f"it has {', '.join(terms)}")
+
+
+def check_early_stopping(loop: _LoopFields, where: str) -> None:
+    """patience >= 1 (or None), 0 <= min_delta < 1, 0 < plateau_decay < 1 (or None)."""
+    if loop.patience is not None and loop.patience < 1:
+        raise UptError(f"{where}.patience must be >= 1 (or null: run to the epochs cap), got {loop.patience}")
+    if not 0 <= loop.min_delta < 1:
+        raise UptError(f"{where}.min_delta must be in [0, 1) (a relative improvement), got {loop.min_delta}")
+    if loop.plateau_decay is not None and not 0 < loop.plateau_decay < 1:
+        raise UptError(f"{where}.plateau_decay must be in (0, 1) (or null), got {loop.plateau_decay}")
 
 
 def check_student_steps(steps: int, teacher_steps: int | None, where: str) -> None:

@@ -36,6 +36,9 @@ class Stage:
     keeps: tuple[str, ...]  # the modules it takes from its init (those the init's run holds trained)
     implementation: str  # the training module (a ``upt.training.stages.Stage`` subclass)
     teacher: bool = False  # its init must hold a diffusion corrector, which it distills
+    # Settings of ``stages.<name>`` that shape only how its result samples, not its training: arms
+    # that differ only in them share one trained run, each evaluated with its own value.
+    sampling: tuple[str, ...] = ()
     summary: str = ""
 
     @property
@@ -61,7 +64,7 @@ STAGES = {stage.name: stage for stage in (
           init="required", keeps=("encoder", "decoder"), implementation=f"{_STAGES}:OperatorStage",
           summary="A on the cached latents of a frozen E"),
     Stage("joint", "fields", ("encoder", "approximator", "decoder"),
-          ("next_step", "rollout", "inverse_encoding", "inverse_decoding", "latent_norm", "spectral",
+          ("next_step", "rollout", "inverse_encoding", "inverse_decoding", "latent_norm", "latent_anchor", "spectral",
            "mean_consistency", "divergence"),
           init="optional", keeps=("encoder", "approximator", "decoder"), implementation=f"{_STAGES}:JointStage",
           summary="E, A and D end to end on the physical loss"),
@@ -73,7 +76,7 @@ STAGES = {stage.name: stage for stage in (
           teacher=True, summary="a few-step student of the corrector, by regression on its samples"),
     Stage("consistency", "latents", ("corrector",), ("consistency",), init="required",
           keeps=("encoder", "approximator", "decoder"), implementation=f"{_STAGES}:ConsistencyStage",
-          teacher=True, summary="a few-step student of the corrector, by consistency distillation"),
+          teacher=True, sampling=("student_steps",), summary="a few-step student of the corrector, by consistency distillation"),
     Stage("fno", "fields", ("fno",), ("next_step", "rollout"), init="none", keeps=(),
           implementation=f"{_STAGES}:FNOStage", summary="the FNO baseline on the whole grid"),
 )}

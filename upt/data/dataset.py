@@ -45,7 +45,7 @@ class FieldDataset(torch.utils.data.Dataset):
     """Windows of normalized trajectories from one split of a converted netCDF file."""
 
     def __init__(self, path, stats, split, history=1, horizon=1, params=(), preload_mb=2048):
-        self.path, self.history, self.horizon = Path(path), int(history), int(horizon)
+        self.path, self.history = Path(path), int(history)
         try:
             ds = xr.open_dataset(self.path)
         except (OSError, ValueError) as err:
@@ -71,6 +71,8 @@ class FieldDataset(torch.utils.data.Dataset):
             self.pos = _positions(list(self.coords.values()), int(self.attrs.get("reduce_x", 1)))
             self._params = np.array([_param(self.path, ds.attrs, p) for p in params], np.float32)
         self.n_samples, self.n_times = self._index.size, self.times.size
+        # None: every frame after the history (PDEBench's unrolled training over the whole trajectory)
+        self.horizon = self.n_times - self.history if horizon is None else int(horizon)
         self.cond_dim = 1 + len(params)
         for name, value in (("history", self.history), ("horizon", self.horizon)):
             if value < 1:

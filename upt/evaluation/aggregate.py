@@ -6,7 +6,8 @@ The manifest (JSON, written by the workflow) names what to collect::
      "arms": {arm: {"tokens": int|null, "dim": int|null, "approximator": str|null, "kind": "upt"|"baseline"}},
      "evals": {arm: {seed: eval_dir}},
      "runs": {arm: {seed: [{"stage": str, "dir": run_dir, "benchmark": tsv_or_null}]}},
-     "claims": [{"claim", "arm", "control", "metric", "mode", "expected", "predicted": [low, high]}]}
+     "claims": [{"claim", "arm", "control", "metric", "mode", "expected", "predicted": [low, high], "reason",
+                 "secondary"?, "sizes"?, "note"?}]}
 
 Outputs in ``out_dir`` (their names and columns: :mod:`upt.results`): summary.csv (one row per
 arm x seed x mode x metric), summary_stats.csv (mean and 95% t-interval over seeds, and the paired
@@ -25,6 +26,7 @@ import xarray as xr
 from scipy import stats as scipy_stats
 
 from upt.errors import UptError
+from upt.training import plateau
 from upt.results import (ARMS, CLAIMS, CURVES, EVAL_METRICS, EVAL_SUMMARY, RUN_METRICS, RUN_METRICS_COLUMNS, SUMMARY,
                          SUMMARY_STATS, SUMMARY_STATS_COLUMNS, TRAINING, TRAINING_COLUMNS, read_benchmark,
                          read_eval_metrics, read_run_metrics, read_summary, write_arms, write_claims, write_netcdf,
@@ -34,8 +36,9 @@ from upt.results import (ARMS, CLAIMS, CURVES, EVAL_METRICS, EVAL_SUMMARY, RUN_M
 def aggregate(manifest: dict, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     training = training_table(manifest)
-    summary = pd.concat([read_summary(Path(d) / EVAL_SUMMARY) for seeds in manifest["evals"].values()
-                         for d in seeds.values()], ignore_index=True)
+    # The seed is the manifest's: a seed-independent baseline is evaluated once and listed under every seed.
+    summary = pd.concat([read_summary(Path(d) / EVAL_SUMMARY).assign(seed=int(seed))
+                         for seeds in manifest["evals"].values() for seed, d in seeds.items()], ignore_index=True)
     if not training.empty:  # an arm's training cost: every stage run of its chain, shared ones included
         cost = (training.drop_duplicates(["arm", "seed", "stage"]).groupby(["arm", "seed"])["run_seconds"]
                 .sum().reset_index().rename(columns={"run_seconds": "value"}))
@@ -43,9 +46,9 @@ def aggregate(manifest: dict, out_dir: str | Path) -> None:
                             ignore_index=True)
     summary = summary.sort_values(["arm", "seed", "mode", "metric"], kind="stable").reset_index(drop=True)
     stats = summarize(summary, manifest["reference"])
-    from upt.evaluation.claims import Claim, judge  # claims builds on this module's interval()
+    from upt.evaluation.claims import Claim, judge
 
-    claims = judge(summary, [Claim.from_config(c) for c in manifest.get("claims", [])])
+    claims = judge(summary, [Claim.from_config(c) for c in manifest.get("claims", [])], manifest["runs"])
     curves = xr.merge(
         [read_eval_metrics(Path(d) / EVAL_METRICS).expand_dims(arm=[arm], seed=[int(seed)])
          for arm, seeds in manifest["evals"].items() for seed, d in seeds.items()],
@@ -103,8 +106,10 @@ def training_table(manifest: dict) -> pd.DataFrame:
         for seed, runs in seeds.items():
             for run in runs:
                 metrics = read_run_metrics(Path(run["dir"]) / RUN_METRICS)
-                table = metrics[list(RUN_METRICS_COLUMNS)].assign(dataset=manifest["dataset"], arm=arm,
-                                                                  seed=int(seed), stage=run["stage"])
+                table = metrics[list(RUN_METRICS_COLUMNS)].assign(
+                    dataset=manifest["dataset"], arm=arm, seed=int(seed), stage=run["stage"],
+                    stop_reason=stop_reason(metrics, Path(run["dir"]) / RUN_METRICS),
+                    plateau_gain=plateau.plateau_gain(metrics["val_loss"]))
                 if run.get("benchmark"):
                     bench = read_benchmark(run["benchmark"]).iloc[-1]
                     table = table.assign(run_seconds=float(bench["s"]), max_rss_mb=float(bench["max_rss"]))
@@ -113,3 +118,23 @@ def training_table(manifest: dict) -> pd.DataFrame:
                 frames.append(table)
     columns = list(TRAINING_COLUMNS)
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def stop_reason(metrics: pd.DataFrame, path) -> str:
+    """Why a finished run stopped: the ``stop`` its loop wrote on the last row of metrics.csv."""
+    reason = metrics["stop"].iloc[-1] if len(metrics) else None
+    if reason not in (plateau.PLATEAU, plateau.CAP):
+        said = "empty" if pd.isna(reason) else repr(reason)
+        raise UptError(f"{path}: the last row's stop is {said}, not {plateau.PLATEAU!r} or {plateau.CAP!r} "
+                       f"(an unfinished run, or one written before early stopping)")
+    return reason
+
+
+def runs_off_plateau(training: pd.DataFrame, gain: float = plateau.NOT_AT_PLATEAU_GAIN) -> pd.DataFrame:
+    """The stage runs of a training table that stopped at their epochs cap while their best
+    validation loss still improved by more than ``gain`` over their last quarter: one row per run
+    (``dataset, arm, seed, stage, epochs, plateau_gain``), for the README and claims to name."""
+    runs = training.groupby(["dataset", "arm", "seed", "stage"], sort=True).agg(
+        epochs=("epoch", "max"), stop_reason=("stop_reason", "last"), plateau_gain=("plateau_gain", "last"))
+    flagged = runs[(runs["stop_reason"] == plateau.CAP) & (runs["plateau_gain"] > gain)]
+    return flagged.drop(columns="stop_reason").reset_index()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -10,19 +11,26 @@ from upt.data.dataset import history_windows
 from upt import vocabulary
 from upt.errors import UptError
 from upt.evaluation.scoring import (HORIZONS, TestSet, divergence_rms, latent_drift, reconstruction, score,
-                                    timed, write_results)
+                                    timed, velocity_gradient_rms, write_results)
 from upt.models.presets import count_parameters
 from upt.models.checkpoint import load_checkpoint
+from upt.settings import check_student_steps
 
 
 
 def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, out_dir: str | Path, *,
                    dataset: str, arm: str, seed: int, fine_data: str | Path | None = None,
-                   batch_size: int = 32, horizons=HORIZONS) -> None:
+                   batch_size: int = 32, horizons=HORIZONS, sample_steps: int | None = None) -> None:
     """Latent and physical rollouts, the one-step error, the autoencoder's reconstruction floor, and
-    zero-shot super-resolution if possible."""
+    zero-shot super-resolution if possible. ``sample_steps`` overrides the corrector's sampling
+    steps (a consistency student trained once serves every step count)."""
     result = load_checkpoint(checkpoint)
     model, corrector = result.model.eval(), result.corrector
+    if sample_steps is not None:
+        if corrector is None or corrector.prediction != "consistency":
+            raise UptError(f"{checkpoint}: --sample-steps applies to a consistency student only")
+        check_student_steps(sample_steps, None, "--sample-steps")
+        corrector.sample_steps = sample_steps
     params = result.settings.get("params", ())
     test = TestSet.load(data, stats, model.history, params)
     u0, cond, pos, grid = test.initial(), test.cond(), test.data.pos, test.data.grid_shape
@@ -70,13 +78,29 @@ def evaluate_model(checkpoint: str | Path, data: str | Path, stats: str | Path, 
 
 
 def divergence_rows(test: TestSet, predictions: dict) -> list[dict]:
-    """``divergence_rms`` of each mode's predicted velocity and of the truth (2D velocity data only)."""
-    truth = divergence_rms(test, test.frames[:, test.data.history:])
+    """How incompressible each mode's predicted velocity is, beside the truth (2D velocity data only):
+    ``divergence_rms``; ``divergence_ratio``, that over the truth's (the truth's own divergence is
+    the data's floor: discretization, or float32 rounding under spectral derivatives); and
+    ``divergence_rel_grad``, that over the RMS of the same field's velocity gradient (scale-free;
+    on a periodic domain the divergent fraction of the gradient, 0 to 1)."""
+    true_frames = test.frames[:, test.data.history:]
+    truth = divergence_rms(test, true_frames)
     if truth is None:
         return []
-    return [{"mode": "truth", "metric": "divergence_rms", "value": truth}] + [
-        {"mode": mode, "metric": "divergence_rms", "value": divergence_rms(test, frames)}
-        for mode, frames in predictions.items()]
+
+    def ratio(a, b):  # NaN for a zero scale (a constant field)
+        return a / b if b > 0 else math.nan
+
+    rows = [{"mode": "truth", "metric": "divergence_rms", "value": truth},
+            {"mode": "truth", "metric": "divergence_rel_grad",
+             "value": ratio(truth, velocity_gradient_rms(test, true_frames))}]
+    for mode, frames in predictions.items():
+        rms = divergence_rms(test, frames)
+        rows += [{"mode": mode, "metric": "divergence_rms", "value": rms},
+                 {"mode": mode, "metric": "divergence_ratio", "value": ratio(rms, truth)},
+                 {"mode": mode, "metric": "divergence_rel_grad",
+                  "value": ratio(rms, velocity_gradient_rms(test, frames))}]
+    return rows
 
 
 def mask_of(model, trajectories: torch.Tensor, pos: torch.Tensor):

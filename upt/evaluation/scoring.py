@@ -15,6 +15,7 @@ their own prediction function and mode ``physical``.
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from dataclasses import dataclass
@@ -103,14 +104,30 @@ def score(test: TestSet, predicted: torch.Tensor, truth: TestSet | None = None,
     history = truth.data.history
     curves = metrics.compute(pred, target, initial_step=history)
     summary = {name: float(curves[name].mean()) for name in curves.data_vars}
+    summary["nrmse_test_half"] = test_sampling_half_width(pred, target, history)
     for k in horizons:
         if k > len(curves["time"]):
             raise UptError(f"horizon {k} exceeds the {len(curves['time'])} predicted steps of the test data")
         summary[f"nrmse_step{k}"] = float(curves["nrmse"][k - 1])
         summary[f"corr_step{k}"] = float(curves["correlation"][k - 1])
-    times = metrics.correlation_times(pred, target, truth.data.times, THRESHOLDS, initial_step=history)
-    summary.update({f"corr_time_{threshold}": value for threshold, value in times.items()})
+    times = metrics.correlation_times_censored(pred, target, truth.data.times, THRESHOLDS, initial_step=history)
+    for threshold, (value, censored) in times.items():  # censored: never fell below within the horizon
+        summary[f"corr_time_{threshold}"], summary[f"corr_time_{threshold}_censored"] = value, float(censored)
     return curves.assign_coords(time=truth.data.times[curves["time"].values]), summary
+
+
+def test_sampling_half_width(pred: np.ndarray, target: np.ndarray, initial_step: int) -> float:
+    """Half-width of the 95% t-interval of the time-averaged nRMSE over the test trajectories: how
+    much the absolute level would move with another draw of as many test trajectories (a few
+    trajectories that shock early can carry much of the mean). NaN for a single trajectory."""
+    per_sample = metrics.compute_per_sample(pred, target, initial_step=initial_step)["nrmse"]
+    values = per_sample.mean(("time", "field")).values
+    if len(values) < 2:
+        return float("nan")
+    from scipy import stats as scipy_stats
+
+    sem = values.std(ddof=1) / np.sqrt(len(values))
+    return float(scipy_stats.t.ppf(0.975, len(values) - 1) * sem)
 
 
 def reconstruction(test: TestSet, model, batch_size: int = 64) -> torch.Tensor:
@@ -151,18 +168,53 @@ def latent_drift(test: TestSet, model, correct=None, batch_size: int = 64) -> di
 
 
 def divergence_rms(test: TestSet, frames: torch.Tensor) -> float | None:
-    """RMS of div v (central differences, physical units) of normalized frames [S, T, N, C] of a 2D
-    velocity field (fields Vx and Vy), None for other data: how incompressible a prediction is,
-    beside the same operator applied to the truth (mode ``truth``)."""
-    data = test.data
-    if not {"Vx", "Vy"} <= set(data.fields) or len(data.grid_shape) != 2:
+    """RMS of div v (physical units) of normalized frames [S, T, N, C] of a 2D velocity field (fields
+    Vx and Vy), None for other data: how incompressible a prediction is, beside the same operator
+    applied to the truth (mode ``truth``). Spectral derivatives on a periodic domain (pde_periodic),
+    where the solver's divergence-free truth then scores float32 rounding, else central differences."""
+    velocity = _velocity(test, frames)
+    if velocity is None:
         return None
     from upt.losses import divergence
 
+    return _rms(divergence, *velocity)
+
+
+def velocity_gradient_rms(test: TestSet, frames: torch.Tensor) -> float | None:
+    """RMS of |grad v| (Frobenius norm of dv_i/dx_j, physical units, the derivatives of
+    :func:`divergence_rms`) of normalized frames [S, T, N, C], None without a 2D velocity: the scale
+    of ``divergence_rel_grad``. On a periodic domain mean |grad v|^2 = mean (div v)^2 + mean
+    (curl v)^2, so that ratio is the divergent fraction of the gradient, 0 to 1."""
+    velocity = _velocity(test, frames)
+    if velocity is None:
+        return None
+    from upt.losses import velocity_gradient
+
+    return _rms(lambda v, spacing, periodic: velocity_gradient(v, spacing, periodic).flatten(-2), *velocity)
+
+
+def _velocity(test: TestSet, frames: torch.Tensor):
+    """(velocity [S * T, X, Y, 2] in physical units, (dx, dy), periodic) of normalized frames, or
+    None unless the data hold Vx and Vy on a 2D grid."""
+    data = test.data
+    if not {"Vx", "Vy"} <= set(data.fields) or len(data.grid_shape) != 2:
+        return None
+    from upt.losses import periodic_domain
+
     v = data.denormalize(frames)[..., [data.fields.index("Vx"), data.fields.index("Vy")]]
-    v = v.reshape(-1, *data.grid_shape, 2)
     spacing = tuple(float(np.diff(data.coords[d][:2])[0]) for d in ("x", "y"))
-    return float(divergence(v, spacing).square().mean().sqrt())
+    return v.reshape(-1, *data.grid_shape, 2), spacing, periodic_domain(data.attrs, data.path)
+
+
+def _rms(field, velocity: torch.Tensor, spacing, periodic: bool, frames: int = 64) -> float:
+    """sqrt of the mean over frames and points of |field(v)|^2 (summed over its channels), ``frames``
+    at a time in float64 (a 128^2 test split holds thousands of frames)."""
+    total, count = 0.0, 0
+    for v in velocity.split(frames):
+        f = field(v.double(), spacing, periodic)
+        total += float(f.square().sum())
+        count += f.shape[0] * f.shape[1] * f.shape[2]
+    return math.sqrt(total / count)
 
 
 def write_results(out_dir: Path, dataset: str, arm: str, seed: int, results: dict, test: TestSet,

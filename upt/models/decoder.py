@@ -23,7 +23,8 @@ def log_clamp(x: torch.Tensor, threshold: float) -> torch.Tensor:
 
 class AnyPointDecoder(nn.Module):
     """Fourier-encoded query positions -> MLP -> `layers` cross-attention blocks reading the latent
-    tokens -> one small MLP head per output field -> optional log clamp."""
+    tokens -> one small MLP head per output field -> optional log clamp. ``periodic``: periodic
+    position features (a periodic domain's two ends are neighbours)."""
 
     def __init__(
         self,
@@ -36,9 +37,10 @@ class AnyPointDecoder(nn.Module):
         mlp_ratio: float = 4.0,
         log_clamp: float | None = None,
         num_freqs: int = 10,
+        periodic: bool = False,
     ):
         super().__init__()
-        fourier = FourierFeatures(dim_space, num_freqs)
+        fourier = FourierFeatures(dim_space, num_freqs, periodic)
         self.query_embed = nn.Sequential(fourier, MLP(fourier.out_dim, hidden, hidden))
         self.blocks = nn.ModuleList(
             CrossBlock(hidden, heads, dim, mlp_ratio) for _ in range(layers)

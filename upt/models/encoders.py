@@ -24,13 +24,18 @@ from upt.models.sizes import tile_factor
 
 
 class ResidualConv(nn.Module):
-    """x + conv(gelu(conv(gelu(x)))) on the patch grid: mixes neighbouring patches early."""
+    """x + conv(gelu(conv(gelu(x)))) on the patch grid: mixes neighbouring patches early.
 
-    def __init__(self, dim: int, dim_space: int):
+    ``periodic``: circular padding, so the patches at the two ends of a periodic domain are
+    neighbours (zero padding made the boundary patches see a wall that is not there)."""
+
+    def __init__(self, dim: int, dim_space: int, periodic: bool = False):
         super().__init__()
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[dim_space]
+        mode = "circular" if periodic else "zeros"
         self.body = nn.Sequential(
-            nn.GELU(), conv(dim, dim, 3, padding=1), nn.GELU(), conv(dim, dim, 3, padding=1)
+            nn.GELU(), conv(dim, dim, 3, padding=1, padding_mode=mode),
+            nn.GELU(), conv(dim, dim, 3, padding=1, padding_mode=mode),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +53,8 @@ class GridEncoder(nn.Module):
     pooling (``pooling="perceiver"``, cross-attention of learned queries to every patch, is kept as
     the ablation that lost). Position features stop at `num_freqs` octaves: the caller sets them to
     what the patch grid resolves (:func:`upt.models.sizes.band_limit`), so no feature aliases on
-    training points.
+    training points. ``periodic``: a periodic domain (circular conv padding, periodic position
+    features).
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class GridEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         num_freqs: int = 10,
         pooling: str = "local",
+        periodic: bool = False,
     ):
         super().__init__()
         if pooling not in ("local", "perceiver"):
@@ -71,8 +78,8 @@ class GridEncoder(nn.Module):
             raise ValueError(f"GridEncoder handles 1D and 2D grids, not {dim_space}D")
         self.dim_space, self.patch_size = dim_space, patch_size
         self.patch_embed = nn.Linear(in_channels * patch_size**dim_space, dim)
-        self.stem = ResidualConv(dim, dim_space)
-        fourier = FourierFeatures(dim_space, num_freqs)
+        self.stem = ResidualConv(dim, dim_space, periodic)
+        fourier = FourierFeatures(dim_space, num_freqs, periodic)
         self.pos_embed = nn.Sequential(fourier, nn.Linear(fourier.out_dim, dim))
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.tokens = tokens
@@ -165,6 +172,9 @@ class MeshParticleEncoder(nn.Module):
     Batches with different point counts are padded; `mask` [B, N] marks the real points (True).
     Padded points are never chosen and never neighbours, so an element's result does not depend
     on the padding.
+
+    ``periodic``: positions wrap around [0, 1)^d: periodic position features, and neighbours and
+    offsets by the nearest periodic image (offsets in [-1/2, 1/2), with ordinary features).
     """
 
     def __init__(
@@ -179,12 +189,14 @@ class MeshParticleEncoder(nn.Module):
         neighbours: int,
         mlp_ratio: float = 4.0,
         num_freqs: int = 10,
+        periodic: bool = False,
     ):
         super().__init__()
-        self.supernodes, self.neighbours = supernodes, neighbours
-        self.fourier = FourierFeatures(dim_space, num_freqs)
+        self.supernodes, self.neighbours, self.periodic = supernodes, neighbours, periodic
+        self.fourier = FourierFeatures(dim_space, num_freqs, periodic)
+        self.offset_fourier = FourierFeatures(dim_space, num_freqs)  # offsets are local, never wrap
         self.point_embed = MLP(in_channels + self.fourier.out_dim, dim, dim)
-        self.message = MLP(dim + self.fourier.out_dim, dim, dim)
+        self.message = MLP(dim + self.offset_fourier.out_dim, dim, dim)
         self.supernode_pos = nn.Linear(self.fourier.out_dim, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.pool = PerceiverPooling(dim, tokens, heads, mlp_ratio)
@@ -212,15 +224,21 @@ class MeshParticleEncoder(nn.Module):
 
         # k nearest valid points of each supernode; the exact (non-matmul) distance keeps a
         # padded batch bit-compatible with its unpadded elements.
-        dist = torch.cdist(centres, pos, compute_mode="donot_use_mm_for_euclid_dist")
+        if self.periodic:  # nearest image: each offset wrapped into [-1/2, 1/2)
+            diff = pos[:, None] - centres[:, :, None]
+            dist = (diff - diff.round()).norm(dim=-1)
+        else:
+            dist = torch.cdist(centres, pos, compute_mode="donot_use_mm_for_euclid_dist")
         dist = dist.masked_fill(~mask[:, None], float("inf"))
         dist, neighbours = dist.topk(min(self.neighbours, pos.shape[1]), dim=-1, largest=False)
         valid = dist.isfinite()[..., None]  # fewer valid points than k in a padded sample
 
         h = self.point_embed(torch.cat([u, self.fourier(pos)], -1))
         offsets = pos[batch[..., None], neighbours] - centres[:, :, None]
+        if self.periodic:
+            offsets = offsets - offsets.round()
         neighbour_h = h[batch[..., None], neighbours]
-        messages = self.message(torch.cat([neighbour_h, self.fourier(offsets)], -1))
+        messages = self.message(torch.cat([neighbour_h, self.offset_fourier(offsets)], -1))
         x = (messages * valid).sum(2) / valid.sum(2)
         x = x + self.supernode_pos(self.fourier(centres))
         for block in self.blocks:

@@ -20,16 +20,23 @@ class FourierFeatures(nn.Module):
     Fixed frequencies instead of a learned position table make the modules that use them accept
     any resolution and any point set. Coordinates live in [0, 1]: k = 0 (not periodic on [0, 1])
     serves non-periodic domains, k >= 1 periodic ones; 2^(num_freqs-1) pi sets the finest scale.
+
+    ``periodic``: the domain [0, 1) wraps around, and the features must too: only the integer
+    wavenumbers sin/cos(2 pi 2^k x) for k < num_freqs - 1 (the same finest scale), without x itself
+    or the half-period k = 0 pair, so x and x + 1 get the same features and the two ends of the
+    domain are neighbours. They are defined at every x, so a finer grid sees the same values.
     """
 
-    def __init__(self, dim_in: int, num_freqs: int):
+    def __init__(self, dim_in: int, num_freqs: int, periodic: bool = False):
         super().__init__()
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_freqs), persistent=False)
-        self.out_dim = dim_in * (2 * num_freqs + 1)
+        octaves = torch.arange(max(num_freqs - 1, 1)) + 1 if periodic else torch.arange(num_freqs)
+        self.register_buffer("freqs", math.pi * 2.0 ** octaves, persistent=False)
+        self.periodic = periodic
+        self.out_dim = dim_in * (2 * len(octaves) + (0 if periodic else 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         angles = rearrange(x[..., None] * self.freqs, "... d f -> ... (d f)")
-        return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+        return torch.cat(([] if self.periodic else [x]) + [angles.sin(), angles.cos()], dim=-1)
 
 
 class MLP(nn.Sequential):

@@ -32,11 +32,16 @@ def build_model(
     approximator: str | None = None,
     grid_shape=None,
     observed_fraction: float | None = None,
+    periodic: bool = False,
     **overrides,
 ) -> UPT:
-    """A UPT of the named size; `approximator` None keeps the preset's, overrides replace fields."""
+    """A UPT of the named size; `approximator` None keeps the preset's, overrides replace fields.
+    ``periodic``: the domain [0, 1)^d wraps around (circular conv padding in the grid encoder,
+    periodic position features in the encoder and the decoder)."""
     if preset not in PRESETS:
         raise UptError(f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}")
+    if not isinstance(periodic, bool):
+        raise UptError(f"model option periodic must be true or false, not {periodic!r}")
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelSize)}
     if unknown:
         raise UptError(f"unknown model option(s) {sorted(unknown)} for preset {preset!r}")
@@ -60,12 +65,12 @@ def build_model(
     if encoder == "grid":
         enc = GridEncoder(
             dim_space, in_channels, patch_size=size.patch_size, mlp_ratio=size.mlp_ratio,
-            num_freqs=enc_freqs, pooling=size.pooling, **common
+            num_freqs=enc_freqs, pooling=size.pooling, periodic=periodic, **common
         )
     elif encoder == "mesh":
         enc = MeshParticleEncoder(
             dim_space, in_channels, supernodes=size.supernodes, neighbours=size.neighbours,
-            mlp_ratio=size.mlp_ratio, num_freqs=enc_freqs, **common,
+            mlp_ratio=size.mlp_ratio, num_freqs=enc_freqs, periodic=periodic, **common,
         )
     else:
         raise UptError(f"encoder must be 'grid' or 'mesh', not {encoder!r}")
@@ -84,7 +89,7 @@ def build_model(
     dec = AnyPointDecoder(
         dim_space, size.dim, fields, heads=size.heads, layers=size.dec_layers,
         hidden=size.dec_hidden, mlp_ratio=size.mlp_ratio, log_clamp=size.log_clamp,
-        num_freqs=dec_freqs,
+        num_freqs=dec_freqs, periodic=periodic,
     )
     return UPT(enc, approx, dec, history=history, fields=fields, observed_fraction=observed_fraction)
 

@@ -154,13 +154,15 @@ def plot_all(results_dir: str | Path, dataset: str, out_dir: str | Path,
         tables["claims_table.md"] = claims_table(res.claims)
     notes = {}
     if "claims_table.md" in tables:
-        from upt.evaluation.claims import median_half_width
+        from upt.evaluation.claims import median_mde
 
-        verdicts = res.claims["verdict"].value_counts()
+        primary = res.claims[res.claims["primary"].astype(bool)]
+        verdicts, holm = (", ".join(f"{n} {v}" for v, n in primary[c].value_counts().items())
+                          for c in ("verdict", "verdict_holm"))
         notes["claims_table.md"] = (
-            f"\n{len(res.claims)} claims judged ({', '.join(f'{n} {v}' for v, n in verdicts.items())}); "
-            f"median 95% half-width of the paired relative effects: "
-            f"{median_half_width(res.claims):.1%} of the control's value.\n")
+            f"\n{len(primary)} claims judged ({verdicts}; Holm-adjusted over the dataset's claims: "
+            f"{holm}); median minimum detectable effect at 80% power: "
+            f"{median_mde(res.claims):.1%} (upt/evaluation/statistics.py).\n")
     for name, table in tables.items():
         target.mkdir(parents=True, exist_ok=True)
         with atomic_output(target / name) as tmp:

@@ -1,4 +1,4 @@
-"""The claims figure: each seed claim's measured effect with its paired 95% interval, beside the
+"""The claims figure: each seed claim's measured effect with its 95% interval, beside the
 range the seed predicted, coloured by verdict (from ``results/<dataset>/claims.csv`` alone)."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ VERDICT_COLORS = {"supported": "#1a9850", "refuted": "#d73027", "inconclusive": 
 def claims_figure(claims: pd.DataFrame) -> Figure:
     """One row per claim: the relative effect arm / control - 1 (dot) and its 95% interval
     (whiskers), the seed's predicted range (shaded band, clipped to the axes where open), 0 dashed."""
+    if "primary" in claims:  # secondary metrics are reported in the table, not judged here
+        claims = claims[claims["primary"].astype(bool)]
     claims = claims[np.isfinite(claims["effect"].astype(float))].reset_index(drop=True)
     if claims.empty:
         raise NoData(f"{CLAIMS}: no claim with a measured effect")
@@ -38,7 +40,7 @@ def claims_figure(claims: pd.DataFrame) -> Figure:
                   fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(-span, span)
-    ax.set_xlabel("relative effect, arm / control - 1 (paired 95% interval; band: the seed's prediction)")
+    ax.set_xlabel("relative effect, arm / control - 1 (95% interval; band: the seed's prediction)")
     handles = [ax.plot([], [], "o", color=c, label=v)[0] for v, c in VERDICT_COLORS.items()]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     n = sorted(set(claims["n_seeds"].astype(int)))

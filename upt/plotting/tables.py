@@ -103,6 +103,11 @@ def horizon_metrics(summary_stats: pd.DataFrame) -> list[str]:
     return sorted(found, key=lambda m: int(m[len("nrmse_step"):]))
 
 
+# The main table's column of test-set sampling uncertainty: the 95% half-width of the time-averaged
+# nRMSE over the test trajectories (mean over seeds), beside the seed spread of the other cells.
+TEST_SAMPLING = "nRMSE ± (test trajectories)"
+
+
 def main_table(summary_stats: pd.DataFrame, reference: str | None = None,
                kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Arms x [nRMSE k steps after the given frames for every reported horizon k, nRMSE averaged
@@ -117,7 +122,7 @@ def main_table(summary_stats: pd.DataFrame, reference: str | None = None,
     reference = reference or reference_of(summary_stats)
     horizons = horizon_metrics(summary_stats)
     columns = [(m, f"nRMSE step {m[len('nrmse_step'):]}") for m in horizons] + [
-        ("nrmse", "nRMSE (mean)"), ("corr_time_0.8", "corr. time 0.8")]
+        ("nrmse", "nRMSE (mean)"), ("nrmse_test_half", TEST_SAMPLING), ("corr_time_0.8", "corr. time 0.8")]
     latent = set(pick(summary_stats, "nrmse", ["latent"]).index)
     cells: dict[str, dict[str, str]] = {}
     keys: dict[str, float] = {}
@@ -128,7 +133,9 @@ def main_table(summary_stats: pd.DataFrame, reference: str | None = None,
             picked = pick(summary_stats, metric, [mode])
             if arm in picked.index:
                 row = picked.loc[arm]
-                cells[arm][name] = format_interval(row["mean"], row["half"])
+                # the test-sampling half-width is itself a spread: its mean over seeds, no interval
+                cells[arm][name] = (f"± {row['mean']:.2g}" if metric == "nrmse_test_half"
+                                    else format_interval(row["mean"], row["half"]))
                 if metric == "nrmse":
                     keys[arm] = row["mean"]
         recon = pick(summary_stats, "nrmse", ["reconstruction"])
@@ -161,7 +168,12 @@ def modes_table(summary_stats: pd.DataFrame, reference: str | None = None,
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     """claims.csv as the README shows it: the claim, arm vs control, metric (mode), the seed's
-    expectation, the measured relative effect with its paired 95% interval, seeds, verdict."""
+    expectation (with the note), the predicted range tested, the effect with its 95% interval, seeds,
+    pairing, the verdict and the Holm-adjusted verdict, the MDE at 80% power and the seeds that
+    would resolve the weakest predicted effect. A secondary metric's row is labelled as such."""
+    def pct(value) -> str:
+        return f"{value:+.1%}" if np.isfinite(value) else "open"
+
     def effect(row) -> str:
         if not np.isfinite(row["effect"]):
             return "—"
@@ -169,14 +181,27 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
             return f"{row['effect']:+.1%}"
         return f"{row['effect']:+.1%} [{row['ci_low']:+.1%}, {row['ci_high']:+.1%}]"
 
+    def text(value) -> str:
+        return value if isinstance(value, str) else ""
+
     rows = []
     for _, row in claims.iterrows():
-        note = row.get("note")
-        expected = row["expected"] + (f" ({note})" if isinstance(note, str) and note else "")
-        rows.append([row["claim"], f"{row['arm']} vs {row['control']}", f"{row['metric']} ({row['mode']})",
-                     expected, effect(row), int(row["n_seeds"]), f"**{row['verdict']}**"])
-    return pd.DataFrame(rows, columns=["claim", "arm vs control", "metric (mode)", "expected (seed)",
-                                       "effect [95% CI]", "seeds", "verdict"]).set_index("claim")
+        primary = bool(row["primary"])
+        # a secondary row says so in its claim cell; its note need not repeat it
+        note = "; ".join(n for n in text(row.get("note")).split("; ") if n and not n.startswith("secondary metric"))
+        expected = row["expected"] + (f" ({note})" if note else "")
+        predicted = (f"[{pct(row['predicted_low'])}, {pct(row['predicted_high'])}]" if primary else "—")
+        needed = row["seeds_needed"]
+        rows.append([row["claim"] if primary else f"{row['claim']} (secondary: {row['metric']})",
+                     f"{row['arm']} vs {row['control']}", f"{row['metric']} ({row['mode']})", expected, predicted,
+                     effect(row), int(row["n_seeds"]), text(row["pairing"]).split(":")[0],
+                     f"**{row['verdict']}**" if primary else row["verdict"],
+                     text(row["verdict_holm"]) if primary else "—",
+                     f"{row['mde']:.1%}" if np.isfinite(row["mde"]) else "—",
+                     f"{needed:.0f}" if np.isfinite(needed) else ("> 10000" if needed > 0 else "—")])
+    return pd.DataFrame(rows, columns=["claim", "arm vs control", "metric (mode)", "expected (seed)", "predicted",
+                                       "effect [95% CI]", "seeds", "pairing", "verdict", "Holm verdict",
+                                       "MDE (80%)", "seeds needed"]).set_index("claim")
 
 
 def markdown_table(df: pd.DataFrame) -> str:

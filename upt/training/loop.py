@@ -5,9 +5,11 @@ A stage is an ``nn.Module`` whose ``forward(batch, generator)`` returns ``(total
 whose trainable parameters are exactly the ones with ``requires_grad``; a stage that keeps weights
 the optimizer does not step (the consistency stage's EMA target) updates them in an optional
 ``after_step()``, called after every optimizer step. The loop owns everything
-else: AdamW with linear warm-up and cosine decay, gradient clipping, EMA, bf16 autocast on CUDA,
-DDP under ``torchrun``, validation each epoch with best-checkpoint selection on the validation
-split, a metrics CSV, checkpoints every N steps and on SIGTERM, and bit-for-bit resume on CPU.
+else: AdamW with linear warm-up and cosine decay over the ``epochs`` cap (or PDEBench's step
+decay, ``schedule: step``), gradient clipping, EMA, bf16 autocast on CUDA, DDP under ``torchrun``,
+validation each epoch with best-checkpoint selection on the validation split, early stopping on a validation plateau (:mod:`upt.training.plateau`), a
+metrics CSV whose last row says why the run stopped, checkpoints every N steps and on SIGTERM, and
+bit-for-bit resume on CPU.
 
 Determinism: the data order of epoch e comes from a generator seeded by (seed, e) and each step's
 own randomness (query points) from one seeded by (seed, step), so neither depends on whether the
@@ -38,7 +40,7 @@ from upt.atomic import atomic_output
 from upt.errors import Preempted, UptError
 from upt.results import RUN_METRICS, STATE
 from upt.settings import LoopSettings
-from upt.training import distributed
+from upt.training import distributed, plateau
 
 
 def warmup_cosine(total_steps: int, warmup: float, min_lr: float) -> Callable[[int], float]:
@@ -51,6 +53,11 @@ def warmup_cosine(total_steps: int, warmup: float, min_lr: float) -> Callable[[i
         return min_lr + (1 - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def step_decay(steps_per_epoch: int, every_epochs: int, gamma: float) -> Callable[[int], float]:
+    """PDEBench's StepLR(step_size=every_epochs, gamma): lr x gamma every ``every_epochs`` epochs."""
+    return lambda step: gamma ** (step // (steps_per_epoch * every_epochs))
 
 
 def adamw(params: list[nn.Parameter], **kwargs) -> torch.optim.AdamW:
@@ -73,9 +80,11 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
     """Train ``stage``; return the module whose weights scored best on ``val`` (EMA if enabled).
 
     ``out_dir`` receives ``state.pt`` (resume state, rewritten every ``checkpoint_every`` steps and on
-    SIGTERM) and ``metrics.csv`` (one row per epoch). An existing ``state.pt`` of the same run (same
-    loop settings, stage and ``fingerprint`` of everything else that shapes the run) is resumed;
-    one left by a differently configured run is ignored and overwritten.
+    SIGTERM) and ``metrics.csv`` (one row per epoch: its learning rate, losses, ``stale`` epochs
+    without improvement, and on the last row ``stop``, "plateau" or "cap"). An existing
+    ``state.pt`` of the same run (same loop settings, stage and ``fingerprint`` of everything else
+    that shapes the run) is resumed; one left by a differently configured run is ignored and
+    overwritten.
     """
     out_dir = Path(out_dir)
     rank, world = distributed.rank(), distributed.world_size()
@@ -92,13 +101,18 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
 
     params = [p for p in stage.parameters() if p.requires_grad]
     optimizer = adamw(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, settings.warmup, settings.min_lr))
+    schedule = (step_decay(steps_per_epoch, settings.lr_step_epochs, settings.lr_gamma) if settings.schedule == "step"
+                else warmup_cosine(total, settings.warmup, settings.min_lr))
     ema = (AveragedModel(stage, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True)
            if settings.ema else None)
     trainer = distributed.wrap(stage) if world > 1 else stage
     after_step = getattr(stage, "after_step", None)
 
-    progress = {"step": 0, "epoch": 0, "best_val": math.inf, "best": None, "rows": [], "sums": {}}
+    progress = {"step": 0, "epoch": 0, "best_val": math.inf, "best": None, "rows": [], "sums": {},
+                "plateau": plateau.new_state(), "stop": None}
+
+    def lr() -> float:  # of the next step: the schedule, scaled down after a plateau (plateau_decay)
+        return settings.lr * schedule(progress["step"]) * progress["plateau"]["lr_scale"]
     state_path = out_dir / STATE
     run_id = json.dumps([getattr(stage, "name", None), asdict(settings), fingerprint], sort_keys=True)
     saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
@@ -108,7 +122,6 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
     if saved is not None:
         stage.load_state_dict(saved["stage"])
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
         torch.set_rng_state(saved["rng"])
@@ -119,7 +132,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
             return
         with atomic_output(state_path) as tmp:
             torch.save({"stage": stage.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
+                        "ema": ema.state_dict() if ema else None,
                         "rng": torch.get_rng_state(), "progress": progress,
                         "run_id": run_id}, tmp)
 
@@ -130,7 +143,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     try:
-        while progress["epoch"] < settings.epochs:
+        while progress["epoch"] < settings.epochs and progress["stop"] is None:
             epoch, started = progress["epoch"], time.perf_counter()
             order = torch.randperm(len(train), generator=step_generator(settings.seed, -1 - epoch))
             batches = order[: steps_per_epoch * settings.batch_size].view(steps_per_epoch, -1)
@@ -150,8 +163,9 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(params, settings.grad_clip)
                 _check_finite(norm, terms, progress["step"], "gradient norm")
+                for group in optimizer.param_groups:
+                    group["lr"] = lr()
                 optimizer.step()
-                scheduler.step()
                 if after_step is not None:
                     after_step()
                 if ema is not None:
@@ -168,9 +182,15 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
                     save_state()
             model = ema.module if ema is not None else stage
             val_loss = validate(model, val, settings, collate, device)
-            row = {"epoch": epoch + 1, "step": progress["step"], "lr": scheduler.get_last_lr()[0],
+            if plateau.after_epoch(progress["plateau"], val_loss, settings.patience, settings.min_delta,
+                                   settings.plateau_decay):
+                progress["stop"] = plateau.PLATEAU
+            elif epoch + 1 == settings.epochs:
+                progress["stop"] = plateau.CAP
+            row = {"epoch": epoch + 1, "step": progress["step"], "lr": lr(),
                    **{f"train_{k}": v / steps_per_epoch for k, v in distributed.mean(progress["sums"]).items()},
-                   "val_loss": val_loss, "seconds": time.perf_counter() - started}
+                   "val_loss": val_loss, "seconds": time.perf_counter() - started,
+                   "stale": progress["plateau"]["stale"], "stop": progress["stop"] or ""}
             progress["rows"].append(row)
             if val_loss < progress["best_val"]:
                 progress["best_val"], progress["best"] = val_loss, copy.deepcopy(model.state_dict())
@@ -178,7 +198,7 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
             save_state()
             if rank == 0:
                 bar.write(f"epoch {epoch + 1}/{settings.epochs}: train {row['train_loss']:.5g} "
-                          f"val {val_loss:.5g}")
+                          f"val {val_loss:.5g}" + (f" (stop: {row['stop']})" if row["stop"] else ""))
                 with atomic_output(out_dir / RUN_METRICS) as tmp:
                     pd.DataFrame(progress["rows"]).to_csv(tmp, index=False)
     finally:

@@ -10,14 +10,18 @@ its training data and the checkpoint it continues from, for :func:`upt.training.
 
     autoencoder  E + D    reconstruction at query points (inverse encoding), latent-norm penalty
     operator     A        latent next-step and rollout MSE on the cached latents of a frozen E, relative
-                          to the latents' variance; latent-norm drift along the rollout
+                          to the latents' variance; latent-norm drift along the rollout; optional
+                          noise on A's input latents (``latent_noise``, training only)
     joint        E, A, D  physical next-step and rollout MSE at query points, inverse encoding and
-                          decoding, latent norm, spectral, mean consistency, divergence
+                          decoding, latent norm, latent anchor, spectral, mean consistency,
+                          divergence; optional ``latent_noise`` as in operator
     diffusion    corrector  denoising loss of the residual z_true - A(z) given A(z)
     distill      student    distance of a few-step student to the multi-step teacher sampler
     consistency  student    consistency distillation: the student agrees with its EMA target across
                             one teacher ODE step (``after_step`` moves the target after each update)
-    fno          the FNO baseline: next-step and rollout MSE on the whole grid
+    fno          the FNO baselines: next-step and rollout MSE on the whole grid; PDEBench's protocol
+                 is rollout only, unrolled over the whole trajectory (horizon null), with a step
+                 schedule (config/pdebench.yaml, arm fno-pdebench)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from upt.models.fno import matched_width
 from upt.models.presets import count_parameters
 from upt.models.upt import UPT
 from upt.settings import StageSettings, check_losses, check_student_steps
+from upt.training.latent_scale import channel_stats, latent_anchor, perturb
 
 
 class Stage(nn.Module):
@@ -54,6 +59,20 @@ class Stage(nn.Module):
         self.requires_grad_(False)
         for module in trains:
             module.requires_grad_(True)
+        # names, not the modules: they survive the deepcopies of the loop (best state, EMA)
+        self.trained_names = tuple(name for name, m in self.named_modules() if any(m is t for t in trains))
+        self.train()
+
+    def train(self, mode: bool = True) -> "Stage":
+        """Train mode for what the stage trains; the frozen rest stays in eval mode, so e.g. a frozen
+        approximator with drop_path takes deterministic steps while a corrector learns from them.
+        The loop calls ``stage.train()`` every epoch, and validation ``eval()`` then ``train()``."""
+        super().train(mode)
+        if mode:
+            for name, module in self.named_modules():
+                if not any(_within(name, t) or _within(t, name) for t in self.trained_names):
+                    module.eval()
+        return self
 
     @classmethod
     def build(cls, model, settings: StageSettings, train, base: Checkpoint | None) -> "Stage":
@@ -67,6 +86,11 @@ class Stage(nn.Module):
 
     def weight(self, term: str) -> float:
         return float(self.weights.get(term, 0.0))
+
+
+def _within(name: str, outer: str) -> bool:
+    """Whether module ``name`` is ``outer`` or inside it ("" is the stage itself)."""
+    return outer == "" or name == outer or name.startswith(outer + ".")
 
 
 class FieldStage(Stage):
@@ -101,13 +125,42 @@ class FieldStage(Stage):
         return self.model.encode(u, pos, self.grid_shape, mask)
 
 
-def advance(model: UPT, z: torch.Tensor, cond: torch.Tensor, steps: int) -> torch.Tensor:
-    """The approximator's latent rollout z_1 .. z_steps from z_0: [B, steps, T, D]."""
+def advance(model: UPT, z: torch.Tensor, cond: torch.Tensor, steps: int, noise=None) -> torch.Tensor:
+    """The approximator's latent rollout z_1 .. z_steps from z_0: [B, steps, T, D].
+
+    ``noise``: z -> a perturbed z, applied to every latent the approximator reads (z_0 and each
+    fed-back prediction); the predictions returned are the approximator's own, unperturbed."""
     zs = []
     for s in range(steps):
-        z = model.step(z, cond[:, s])
+        z = model.step(z if noise is None else noise(z), cond[:, s])
         zs.append(z)
     return torch.stack(zs, dim=1)
+
+
+def latent_noise(stage: nn.Module, scale: torch.Tensor | None, generator: torch.Generator):
+    """The ``noise`` of :func:`advance`: Gaussian, per-channel std ``scale`` [D], in training mode
+    only (never in validation or evaluation); None without a scale."""
+    if scale is None or not stage.training:
+        return None
+    return lambda z: perturb(z, scale, generator)
+
+
+@torch.no_grad()
+def encoder_stats(model: UPT, train, samples: int = 256, batch_size: int = 64):
+    """Per-channel (mean, std) [D] of the encoder's latents of up to ``samples`` evenly spaced
+    training windows (FieldDataset): the joint stage's stand-in for a latent cache's statistics."""
+    index = torch.linspace(0, len(train) - 1, min(samples, len(train))).long()
+    was_training = model.training
+    model.eval()
+    try:
+        latents = []
+        for chunk in index.split(batch_size):
+            batch = torch.utils.data.default_collate([train[i] for i in chunk.tolist()])
+            mask = model.observation_mask(batch["trajectory"], train.pos.shape[0])
+            latents.append(model.encode(batch["u"], train.pos.expand(len(chunk), -1, -1), train.grid_shape, mask))
+    finally:
+        model.train(was_training)
+    return channel_stats(torch.cat(latents))
 
 
 def _select(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -120,7 +173,7 @@ class AutoencoderStage(FieldStage):
 
     def __init__(self, model, weights, pos, grid_shape, queries=None, divergence=None):
         super().__init__(model, weights, (model.encoder, model.decoder), pos, grid_shape, queries)
-        # divergence: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) for incompressible flow
+        # divergence: see divergence_scales (a 2D velocity: the incompressibility prior)
         self.divergence = divergence
 
     def forward(self, batch, generator):
@@ -141,15 +194,33 @@ class AutoencoderStage(FieldStage):
 
 
 class JointStage(FieldStage):
-    """UPT-style joint training of E, A and D end to end; the inverse losses are optional terms."""
+    """UPT-style joint training of E, A and D end to end; the inverse losses are optional terms.
+
+    ``reference``: per-channel (mean, std) [D] of the latents of the encoder it starts from
+    (:func:`encoder_stats`), which the ``latent_anchor`` term holds the latents to and which scales
+    ``latent_noise`` (a fraction of each channel's std) on the approximator's inputs."""
 
     name = "joint"
 
-    def __init__(self, model, weights, pos, grid_shape, queries=None, divergence=None):
+    def __init__(self, model, weights, pos, grid_shape, queries=None, divergence=None,
+                 reference: tuple[torch.Tensor, torch.Tensor] | None = None, latent_noise: float = 0.0):
         super().__init__(model, weights, (model.encoder, model.approximator, model.decoder), pos,
                          grid_shape, queries)
-        # divergence: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) for incompressible flow
+        # divergence: see divergence_scales (a 2D velocity: the incompressibility prior)
         self.divergence = divergence
+        if reference is None and (latent_noise > 0 or self.weight("latent_anchor") > 0):
+            raise ValueError("latent_noise and the latent_anchor term need the reference latent statistics")
+        mean, std = reference if reference is not None else (None, None)
+        self.register_buffer("latent_mean", mean)
+        self.register_buffer("latent_std", std)
+        self.register_buffer("noise_scale", latent_noise * std if latent_noise > 0 else None)
+
+    @classmethod
+    def build(cls, model, settings, train, base):
+        needs = settings.latent_noise > 0 or settings.losses.get("latent_anchor", 0) > 0
+        return cls(model, settings.losses, train.pos, train.grid_shape, settings.queries,
+                   divergence=divergence_scales(train), reference=encoder_stats(model, train) if needs else None,
+                   latent_noise=settings.latent_noise)
 
     def forward(self, batch, generator):
         u, target, cond = batch["u"], batch["target"], batch["cond"]
@@ -158,11 +229,12 @@ class JointStage(FieldStage):
         pos = self.pos.expand(b, -1, -1)
         pos_q = _select(self.pos, index).expand(b, -1, -1)
         z = self.encode(u, batch)
+        noise = latent_noise(self, self.noise_scale, generator)
         cache = {}
 
         def latents():  # z_1 .. z_horizon, computed once for every term that needs them
             if "z" not in cache:
-                cache["z"] = advance(self.model, z, cond, horizon).unbind(1)
+                cache["z"] = advance(self.model, z, cond, horizon, noise).unbind(1)
             return cache["z"]
 
         def next_full():  # next frame on the whole grid (spectral, conservation and divergence)
@@ -186,6 +258,9 @@ class JointStage(FieldStage):
                 lambda uu, p: self.encode(uu, batch, p), self.model.decode, z, pos,
                 context=u[..., :-fields] if u.shape[-1] > fields else None)),
             "latent_norm": (self.weight("latent_norm"), lambda: losses.latent_norm_penalty(z)),
+            # the encoder's latents and the rolled-out ones, held at the reference statistics
+            "latent_anchor": (self.weight("latent_anchor"), lambda: torch.stack(
+                [latent_anchor(zs, self.latent_mean, self.latent_std) for zs in (z, *latents())]).mean()),
             "spectral": (self.weight("spectral"), lambda: losses.spectral_loss(
                 next_full(), target[:, 0], self.grid_shape)),
             "mean_consistency": (self.weight("mean_consistency"), lambda: losses.mean_consistency(
@@ -195,26 +270,29 @@ class JointStage(FieldStage):
 
 
 def divergence_scales(train):
-    """(channel of Vx, channel of Vy, (std_x / dx, std_y / dy)) of a FieldDataset with a 2D
-    velocity, else None: what the divergence term needs."""
+    """(channel of Vx, channel of Vy, (std_x / dx, std_y / dy), periodic) of a FieldDataset with a 2D
+    velocity, else None: what the divergence term needs (periodic: its spectral derivative)."""
     if not {"Vx", "Vy"} <= set(train.fields) or len(train.grid_shape) != 2:
         return None
     dx, dy = (float(np.diff(train.coords[d][:2])[0]) for d in ("x", "y"))
     ix, iy = train.fields.index("Vx"), train.fields.index("Vy")
-    return ix, iy, (float(train.std[ix]) / dx, float(train.std[iy]) / dy)
+    return ix, iy, (float(train.std[ix]) / dx, float(train.std[iy]) / dy), losses.periodic_domain(train.attrs,
+                                                                                                  train.path)
 
 
 def divergence_term(divergence, decoded, grid_shape):
     """The divergence penalty of a decoded velocity ``decoded()`` [B, N, C] on the grid, as a term.
 
-    ``divergence``: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy)), None without a 2D
-    velocity. Normalized fields: d(std * v_n)/dx = std * dv_n/dx, so the spacing is scaled by 1/std."""
+    ``divergence``: (channel of Vx, channel of Vy, (std_x / dx, std_y / dy), periodic), None without
+    a 2D velocity. Normalized fields: d(std * v_n)/dx = std * dv_n/dx, so the spacing is scaled by
+    1/std. On a periodic domain the derivatives are spectral, as in the evaluation's divergence_rms:
+    central differences would penalize the truth itself."""
     def term():
         if divergence is None:
             raise ValueError("the divergence penalty needs Vx and Vy on a 2D grid")
-        ix, iy, (sx, sy) = divergence
+        ix, iy, (sx, sy), periodic = divergence
         v = decoded()[..., [ix, iy]].reshape(-1, *grid_shape, 2)
-        return losses.divergence_penalty(v, (1.0 / sx, 1.0 / sy))
+        return losses.divergence_penalty(v, (1.0 / sx, 1.0 / sy), periodic)
     return term
 
 
@@ -223,25 +301,31 @@ class OperatorStage(Stage):
 
     The latent MSE terms are divided by ``latent_var``, the variance of the training split's
     latents: an encoder's latent scale is arbitrary (its decoder normalizes the tokens), so raw
-    latent MSEs of two arms are not comparable, while these relative ones are."""
+    latent MSEs of two arms are not comparable, while these relative ones are.
+
+    ``noise_scale`` [D]: the std of the Gaussian noise on every latent the approximator reads in a
+    training rollout, per channel (``latent_noise`` x the channel's std over the training latents)."""
 
     name = "operator"
 
-    def __init__(self, model, weights, latent_var: float = 1.0):
+    def __init__(self, model, weights, latent_var: float = 1.0, noise_scale: torch.Tensor | None = None):
         super().__init__(model, weights, (model.approximator,))
         self.latent_var = float(latent_var)
+        self.register_buffer("noise_scale", noise_scale)
 
     @classmethod
     def build(cls, model, settings, train, base):
-        return cls(model, settings.losses, latent_var=float(train.z.float().var()))
+        noise = settings.latent_noise * channel_stats(train.z)[1] if settings.latent_noise > 0 else None
+        return cls(model, settings.losses, latent_var=float(train.z.float().var()), noise_scale=noise)
 
     def forward(self, batch, generator):
         z, target, cond = batch["z"], batch["target"], batch["cond"]
+        noise = latent_noise(self, self.noise_scale, generator)
         cache = {}
 
         def latents():
             if "z" not in cache:
-                cache["z"] = advance(self.model, z, cond, target.shape[1])
+                cache["z"] = advance(self.model, z, cond, target.shape[1], noise)
             return cache["z"]
 
         return losses.combine({
@@ -368,12 +452,15 @@ class FNOStage(FieldStage):
     @classmethod
     def model_spec(cls, model, dims, grid_shape):
         """The FNO's spec; with ``match`` (a UPT arm's model), its width matches that arm's parameters."""
-        spec = {"family": "fno", "modes": int(model.get("modes", 16)), "layers": int(model.get("layers", 4)), **dims}
+        variant = model.get("variant", "neuralop")
+        default_modes, default_hidden = (12, 20) if variant == "pdebench" else (16, 32)  # PDEBench's: 12, 20
+        spec = {"family": "fno", "variant": variant, "modes": int(model.get("modes", default_modes)),
+                "layers": int(model.get("layers", 4)), **dims}
         if "match" in model:
             target = count_parameters(model_from_spec({**model["match"], **dims, "grid_shape": list(grid_shape)}))
-            spec["hidden"] = matched_width(target, **{k: v for k, v in spec.items() if k != "family"})
+            spec["hidden"] = matched_width(target, lambda hidden: model_from_spec({**spec, "hidden": hidden}))
         else:
-            spec["hidden"] = int(model.get("hidden", 32))
+            spec["hidden"] = int(model.get("hidden", default_hidden))
         return spec
 
     @classmethod
@@ -402,5 +489,10 @@ def residual_scale(model, windows, samples: int = 512) -> float:
     LatentWindows), so it meets unit-variance noise."""
     index = torch.linspace(0, len(windows) - 1, min(samples, len(windows))).long().tolist()
     batch = torch.utils.data.default_collate([windows[i] for i in index])
-    residual = batch["target"][:, 0] - model.step(batch["z"], batch["cond"][:, 0])
+    was_training = model.training
+    model.eval()  # the frozen approximator's deterministic step, as the corrector will see it
+    try:
+        residual = batch["target"][:, 0] - model.step(batch["z"], batch["cond"][:, 0])
+    finally:
+        model.train(was_training)
     return float(residual.std().clamp_min(1e-6))

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 import upt
 from upt import vocabulary
-from upt.arms import plan, resolve_arm
+from upt.arms import plan, resolve_arm, sample_steps
 from upt.config import check_config
 from upt.data.download import read_url_table, select_rows
 from upt.models.sizes import size_of
@@ -205,14 +205,27 @@ def fine_data(wildcards):
     )
 
 
+def sample_steps_option(wildcards):
+    """--sample-steps for an arm whose last run is shared with an arm that samples differently."""
+    steps = sample_steps(config, wildcards.dataset, wildcards.arm)
+    return "" if steps is None else f"--sample-steps {steps}"
+
+
 def evaluated_arms(dataset):
     return list(PLANS[dataset]) + list(baselines_of(dataset))
+
+
+def eval_seed(dataset, arm, seed):
+    """The seed whose evaluation stands for `seed`: a baseline has no trained weights and no
+    randomness, so it is evaluated once (the dataset's first seed) and listed under every seed.
+    """
+    return seeds_of(dataset)[0] if arm in baselines_of(dataset) else seed
 
 
 def aggregate_inputs(wildcards):
     d = wildcards.dataset
     evals = [
-        LAYOUT.eval_file(d, arm, seed, name)
+        LAYOUT.eval_file(d, arm, eval_seed(d, arm, seed), name)
         for arm in evaluated_arms(d)
         for seed in seeds_of(d)
         for name in (EVAL_SUMMARY, EVAL_METRICS)
@@ -240,7 +253,10 @@ def manifest(dataset):
             "reference": config["reference_arm"],
             "arms": arms,
             "evals": {
-                arm: {s: LAYOUT.eval_dir(dataset, arm, s) for s in seeds}
+                arm: {
+                    s: LAYOUT.eval_dir(dataset, arm, eval_seed(dataset, arm, s))
+                    for s in seeds
+                }
                 for arm in evaluated_arms(dataset)
             },
             "runs": {

@@ -67,11 +67,12 @@ rule evaluate:
         horizons=lambda wc: " ".join(
             map(str, evaluation_config(wc.dataset)["horizons"])
         ),
+        sample_steps=sample_steps_option,
         version=UPT_VERSION,
     shell:
         "upt evaluate --checkpoint {input.checkpoint} --data {input.data} --stats {input.stats}"
         " {params.fine} --out {params.out} --dataset {wildcards.dataset} --arm {wildcards.arm}"
-        " --seed {wildcards.seed} --horizons {params.horizons} > {log} 2>&1"
+        " --seed {wildcards.seed} --horizons {params.horizons} {params.sample_steps} > {log} 2>&1"
 
 
 rule evaluate_baseline:

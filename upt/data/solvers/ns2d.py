@@ -99,21 +99,34 @@ def forcing_velocity(n: int) -> np.ndarray:
 def fno_initial_vorticity(rng: np.random.Generator, samples: int, n: int) -> np.ndarray:
     """Gaussian random field w0 ~ N(0, 7^{3/2} (-lap + 49 I)^{-2.5}) on the n x n grid: [samples, n, n].
 
-    Normalized as the FNO benchmark's generator draws it: each Fourier coefficient is sqrt(2) sigma
-    (4 pi^2 |k|^2 + tau^2)^{-alpha/2} times a standard complex normal, sigma = tau^{alpha - 1}
-    = 7^{3/2}, and the field is the real part of the inverse transform; the mean is 0. (Read with
-    orthonormal Fourier modes the covariance would give fields 7^{3/4} ~ 4.3 times weaker,
-    which the forcing's steady mode, amplitude ~1.8 at nu = 1e-3, would swamp.)
+    Drawn as the FNO paper's generator (``GaussianRF(2, n, alpha=2.5, tau=7)`` of its 2020
+    ``random_fields.py``, which made its Navier-Stokes data) draws it: each Fourier coefficient is
+    sqrt(2) sigma (4 pi^2 |k|^2 + tau^2)^{-alpha/2} (a + i b) with a and b independent N(0, 1),
+    sigma = tau^{alpha - 1} = 7^{3/2}, and the field is the real part of the inverse transform; the
+    mean is 0. The point variance is therefore sum_k 2 sigma^2 (4 pi^2 |k|^2 + tau^2)^{-alpha} over
+    the grid's wavenumbers k != 0 (see :func:`initial_vorticity_variance`). (Later versions of that
+    file draw a standard complex normal, a + i b with variance 1/2 each: a field sqrt(2) weaker.)
     """
+    sqrt_eig = np.sqrt(_initial_mode_variance(n))
+    shape = (samples, n, n)
+    coeff = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    return np.fft.ifft2(sqrt_eig * coeff * n**2).real  # ifft2 divides by n^2; the field does not
+
+
+def initial_vorticity_variance(n: int) -> float:
+    """The variance of w0(x) at any grid point under :func:`fno_initial_vorticity` on the n x n grid:
+    Re sum_k s_k (a_k + i b_k) e^{i k.x} has variance sum_k s_k^2."""
+    return float(_initial_mode_variance(n).sum())
+
+
+def _initial_mode_variance(n: int) -> np.ndarray:
+    """s_k^2 = 2 sigma^2 (4 pi^2 |k|^2 + tau^2)^{-alpha} per wavenumber (fftfreq layout), 0 at k = 0."""
     ix = np.fft.fftfreq(n, 1.0 / n)
     k2 = ix[:, None] ** 2 + ix[None, :] ** 2
     sigma = GRF_TAU ** (GRF_ALPHA - 1.0)
-    sqrt_eig = math.sqrt(2.0) * sigma * (4.0 * np.pi**2 * k2 + GRF_TAU**2) ** (-GRF_ALPHA / 2.0)
-    sqrt_eig[0, 0] = 0.0
-    # A standard complex normal has real and imaginary parts of variance 1/2 each.
-    shape = (samples, n, n)
-    coeff = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2.0)
-    return np.fft.ifft2(sqrt_eig * coeff * n**2).real  # ifft2 divides by n^2; the field does not
+    variance = 2.0 * sigma**2 * (4.0 * np.pi**2 * k2 + GRF_TAU**2) ** (-GRF_ALPHA)
+    variance[0, 0] = 0.0
+    return variance
 
 
 def velocity_from_vorticity(w: np.ndarray) -> np.ndarray:
@@ -346,7 +359,7 @@ def generate_ns2d(out: str | os.PathLike, samples: int, resolution: int, nu: flo
     velocity forcing whose curl is f, the same for every sample), ``t`` [sample, t] and
     ``x-coordinate``, ``y-coordinate`` (i / N). No ``particles``: PDEBench's passive tracer has no
     counterpart here. Root attributes: ``Nu``, ``generator``, ``seed``, ``solver``,
-    ``forcing_amplitude``.
+    ``forcing_amplitude``, ``periodic`` (1).
 
     Default frames: t = 0, 1, ..., 50, the FNO benchmark's horizon at nu = 1e-3. The flow changes
     over all of it: at 64^2 the velocity moves by 49% (relative L2) in the first second, while the
@@ -365,8 +378,10 @@ def generate_ns2d(out: str | os.PathLike, samples: int, resolution: int, nu: flo
         f.create_dataset("t", data=np.broadcast_to(t.astype(np.float32), (samples, frames)))
         f.create_dataset("x-coordinate", data=grid_points(n).astype(np.float32))
         f.create_dataset("y-coordinate", data=grid_points(n).astype(np.float32))
+        # periodic = 1: `upt convert` keeps it as pde_periodic, which selects spectral derivatives for
+        # the divergence prior and metric (upt.losses.periodic_domain)
         f.attrs.update({"Nu": float(nu), "generator": "upt", "seed": seed, "solver": SOLVER,
-                        "forcing_amplitude": FORCING_AMPLITUDE})
+                        "forcing_amplitude": FORCING_AMPLITUDE, "periodic": 1})
         force_block = forcing_velocity(n).astype(np.float32)
         for first in range(0, samples, block):  # one block in memory at a time
             last = min(first + block, samples)
