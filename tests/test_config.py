@@ -65,11 +65,11 @@ def test_latent_stage_needs_an_encoder_stage():
 def test_schema_lists_exactly_the_model_fields():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     listed = set(schema["$defs"]["arm"]["properties"]["model"]["properties"])
-    fno = {"family", "variant", "modes", "layers", "hidden", "match_params_of"}
+    fno = {"family", "variant", "modes", "layers", "hidden", "match_params_of", "match_part"}
     assert listed == {f.name for f in dataclasses.fields(ModelSize)} | {"preset", "encoder", "observed_fraction", "periodic"} | fno
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "pdebench.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "pdebench.yaml", "study.yaml"])
 def test_shipped_configs_plan(name):
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
     for dataset in cfg["datasets"]:
@@ -119,6 +119,10 @@ def test_a_model_that_cannot_fit_the_grid_fails_at_parse_time_naming_arm_and_key
     (lambda c: c["datasets"]["burgers"].update(arms=["ref", "nope"]), r"datasets\.burgers\.arms: unknown arm"),
     (lambda c: c["arms"].update(fno={"model": {"family": "fno", "match_params_of": "nope"}}),
      r"arms\.fno\.model\.match_params_of: unknown arm"),
+    (lambda c: c["arms"].update(fno={"model": {"family": "fno", "match_part": "approximator"}}),
+     r"arms\.fno\.model\.match_part: only with match_params_of"),
+    (lambda c: c.update(claims=[{"arm": "ref", "control": "ref", "sweep": {"ref": 1, "nope": 2}}]),
+     r"claims\[0\]\.sweep: unknown arm 'nope'"),
 ])
 def test_an_unknown_arm_anywhere_fails_naming_the_key(where, message):
     from upt.config import check_config
@@ -134,7 +138,7 @@ def test_an_unknown_arm_anywhere_fails_naming_the_key(where, message):
 def test_the_default_and_pdebench_configs_pass_the_parse_time_checks():
     from upt.config import check_config
 
-    for name in ("config.yaml", "pdebench.yaml"):
+    for name in ("config.yaml", "pdebench.yaml", "study.yaml"):
         check_config(yaml.safe_load((REPO / "config" / name).read_text()))
 
 

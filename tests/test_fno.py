@@ -196,3 +196,20 @@ def test_gpu_script_smoke_mode_runs_on_the_cpu(tmp_path):
     assert parity["nrmse_pdebench"] == pytest.approx(parity["nrmse_predicted_frames"] * 31 / 41, rel=1e-5)
     sweep = pd.read_csv(tmp_path / "out" / "token_sweep.csv")
     assert list(sweep["tokens"]) == [16, 32] and sweep["nrmse_pdebench"].notna().all()
+
+
+def test_an_fno_matched_to_the_approximator_alone_is_narrower():
+    """match_part: approximator sizes the FNO to the parameters the UPT spends on dynamics."""
+    from upt.training.stages import FNOStage
+
+    dims = {"dim_space": 1, "fields": 1, "history": 1, "cond_dim": 1}
+    upt = {"preset": "upt-cpu-s"}
+    built = model_from_spec({**upt, **dims, "grid_shape": [128]})
+    target = sum(p.numel() for p in built.approximator.parameters())
+    spec = FNOStage.model_spec({"family": "fno", "modes": 16, "match": upt, "match_part": "approximator"}, dims, (128,))
+    whole = FNOStage.model_spec({"family": "fno", "modes": 16, "match": upt}, dims, (128,))
+
+    def count(hidden):
+        return sum(p.numel() for p in model_from_spec({**spec, "hidden": hidden}).parameters())
+    assert spec["hidden"] < whole["hidden"]
+    assert abs(count(spec["hidden"]) - target) <= min(abs(count(spec["hidden"] + d) - target) for d in (-1, 1))

@@ -66,10 +66,14 @@ def check_config(config: dict) -> None:
     for i, claim in enumerate(config.get("claims", [])):
         known(claim["arm"], f"claims[{i}].arm")
         known(claim["control"], f"claims[{i}].control")
+        for arm in claim.get("sweep") or {}:
+            known(arm, f"claims[{i}].sweep")
     for name in arms:
         model = config["arms"][name].get("model", {})
         if "match_params_of" in model:
             known(model["match_params_of"], f"arms.{name}.model.match_params_of")
+        elif "match_part" in model:
+            raise ValueError(f"arms.{name}.model.match_part: only with match_params_of (the arm to match)")
     for dataset_name, dataset in config["datasets"].items():
         generate = dataset["source"].get("generate") or {}
         if generate.get("pde") == "ns2d" and generate["resolution"] % 2:

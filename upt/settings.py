@@ -96,7 +96,7 @@ def _model_keys() -> set[str]:
 
     return {f.name for f in dataclasses.fields(ModelSize)} | {
         "preset", "family", "encoder", "approximator", "observed_fraction", "periodic", "modes", "layers", "hidden", "match",
-        "variant"}
+        "variant", "match_part"}
 
 
 @dataclass(frozen=True)

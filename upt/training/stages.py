@@ -451,13 +451,17 @@ class FNOStage(FieldStage):
 
     @classmethod
     def model_spec(cls, model, dims, grid_shape):
-        """The FNO's spec; with ``match`` (a UPT arm's model), its width matches that arm's parameters."""
+        """The FNO's spec; with ``match`` (a UPT arm's model), its width matches that arm's parameters
+        (``match_part: approximator``: only its approximator's, the parameters spent on dynamics, as
+        the FNO spends all of its own)."""
         variant = model.get("variant", "neuralop")
         default_modes, default_hidden = (12, 20) if variant == "pdebench" else (16, 32)  # PDEBench's: 12, 20
         spec = {"family": "fno", "variant": variant, "modes": int(model.get("modes", default_modes)),
                 "layers": int(model.get("layers", 4)), **dims}
         if "match" in model:
-            target = count_parameters(model_from_spec({**model["match"], **dims, "grid_shape": list(grid_shape)}))
+            matched = model_from_spec({**model["match"], **dims, "grid_shape": list(grid_shape)})
+            part = model.get("match_part", "all")
+            target = count_parameters(matched.approximator if part == "approximator" else matched)
             spec["hidden"] = matched_width(target, lambda hidden: model_from_spec({**spec, "hidden": hidden}))
         else:
             spec["hidden"] = int(model.get("hidden", default_hidden))
