@@ -48,13 +48,15 @@ dry-run: install
 
 # Every benchmark, one after another (they time things: never two at once), then their figures into
 # docs/figures/benchmarks/, where the README shows them. CSVs and figures land in benchmarks/out/.
-BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning bench_startup
+BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning bench_startup bench_training_levers bench_ns2d_difficulty
 benchmarks: install
 	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
 	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/
 
 # After `make all_ablations`: copy the default run's tables and main figures into docs/results/ and
 # refill the README's generated blocks from them (no number in the README is typed by hand).
+# Benchmark tables the README shows (each written by its benchmark into benchmarks/out/)
+BENCHMARK_TABLES := training_levers.md startup.md ns2d_difficulty.md study_cost.md fno_parity.md
 README_FIGURES := main_table.md modes_table.md claims_table.md error_vs_time.png claims.png prediction_vs_truth.png
 readme: install
 	for d in results/figures/*/; do \
@@ -64,6 +66,8 @@ readme: install
 	done
 	[ ! -f benchmarks/out/learning.md ] || cp benchmarks/out/learning.md benchmarks/out/learning.png docs/results/
 	[ ! -f benchmarks/out/rollout_speed_ns2d.md ] || cp benchmarks/out/rollout_speed_ns2d.md docs/results/
+	mkdir -p docs/results/benchmarks
+	for t in $(BENCHMARK_TABLES); do [ ! -f benchmarks/out/$$t ] || cp benchmarks/out/$$t docs/results/benchmarks/; done
 	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
 	$(BIN)/python -m upt.plotting.budget .snakemake/log all_ablations > docs/results/budget.md
 	$(BIN)/python -m upt.plotting.readme README.md

@@ -157,11 +157,16 @@ def main() -> None:
         for row in rows:
             f.write(f"{row['event']},{row['repeat']},{row['seconds']:.4f},{row['cpu_seconds']:.4f},"
                     f"{row['dynamo_imported']},{source}\n")
+    lines = ["| event | CPU s (median) | wall s (median) | torch._dynamo imported |", "|---|---|---|---|"]
     for event in dict.fromkeys(row["event"] for row in rows):
         wall = [row["seconds"] for row in rows if row["event"] == event]
         cpu = [row["cpu_seconds"] for row in rows if row["event"] == event]
+        dynamo = any(row["dynamo_imported"] for row in rows if row["event"] == event)
         print(f"{event:24s} wall median {statistics.median(wall):.3f} s (min {min(wall):.3f}), "
               f"CPU median {statistics.median(cpu):.3f} s (min {min(cpu):.3f})  [{source}]")
+        lines.append(f"| {event} | {statistics.median(cpu):.2f} | {statistics.median(wall):.2f} | {dynamo} |")
+    if args.source is None:  # the README's table: this tree
+        (args.out / "startup.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
