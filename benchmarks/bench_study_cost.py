@@ -38,6 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 HALF_WIDTH = 0.15  # the study's target: a 95% half-width of at most 15% on each headline claim
+BUDGET_MINUTES = 120  # the study's budget on this 2-core machine
 
 
 def per_epoch_costs(config: dict, dataset: str, work: Path) -> pd.DataFrame:
@@ -143,6 +144,11 @@ def main() -> None:
         "seeds per size for a 15% half-width, 5-size sweep": seeds_for_half_width(sd, "sweep"),
         "largest run's peak RSS MB": float(costs["peak_rss_mb"].max()),
     }
+    needed = max(totals["seeds per arm for a 15% half-width, two arms"],
+                 totals["seeds per size for a 15% half-width, 5-size sweep"])
+    budget = BUDGET_MINUTES * 2 * 60  # CPU seconds in the study's budget on this 2-core machine
+    totals["seeds whose training fits 2 hours on 2 cores"] = int(budget // per_seed)
+    totals["training at the seeds needed, as a multiple of 2 hours on 2 cores"] = needed * per_seed / budget
     costs.to_csv(OUT / "study_cost.csv", index=False)
     lines = ["| quantity | value |", "|---|---|"] + [
         f"| {k} | {v:.3g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in totals.items()]
