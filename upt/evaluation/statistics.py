@@ -335,6 +335,7 @@ class Slope:
     se: float
     df: float
     intercept: float
+    sd_resid: float = math.nan  # residual sd of the fit (NaN without residual df)
 
     def interval(self, level: float = 1 - ALPHA) -> tuple[float, float]:
         low, high = t_interval(self.slope, self.se, self.df, level)
@@ -361,8 +362,9 @@ def loglog_slope(sizes: Sequence[float], values_per_size: Sequence[Sequence[floa
     intercept = float(y.mean() - slope * x.mean())
     df = y.size - 2
     resid = y - intercept - slope * x
-    se = math.sqrt((resid**2).sum() / df / (xc**2).sum()) if df > 0 else math.nan
-    return Slope(slope, se if se > 0 else math.nan, float(df) if df > 0 else math.nan, intercept)
+    sd_resid = math.sqrt((resid**2).sum() / df) if df > 0 else math.nan
+    se = sd_resid / math.sqrt((xc**2).sum()) if df > 0 else math.nan
+    return Slope(slope, se if se > 0 else math.nan, float(df) if df > 0 else math.nan, intercept, sd_resid)
 
 
 @dataclass(frozen=True)
@@ -389,12 +391,8 @@ def sweep_effect(sizes: Sequence[float], values_per_size: Sequence[Sequence[floa
     fit = loglog_slope(sizes, values_per_size, name)
     span = math.log(s1 / s0)
     log_sizes = np.log(np.asarray(sizes, float))
-    x = np.concatenate([np.full(len(v), ls) for ls, v in zip(log_sizes, values_per_size)])
-    y = np.concatenate([log_values(v, name) for v in values_per_size])
-    resid = y - fit.intercept - fit.slope * x
-    sd_resid = float(np.sqrt((resid**2).sum() / fit.df)) if np.isfinite(fit.df) else math.nan
     counts = dict(zip(map(float, sizes), (len(v) for v in values_per_size)))
     return SweepEffect(fit.slope * span, abs(span) * fit.se, fit.df, False, counts.get(float(s1), 0),
                        counts.get(float(s0), 0),
-                       math.nan, math.nan, math.nan, span=span, sd_resid=sd_resid,
+                       math.nan, math.nan, math.nan, span=span, sd_resid=fit.sd_resid,
                        sxx1=float(((log_sizes - log_sizes.mean()) ** 2).sum()), n_sizes=len(sizes))

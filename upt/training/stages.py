@@ -26,6 +26,7 @@ its training data and the checkpoint it continues from, for :func:`upt.training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -145,21 +146,28 @@ def latent_noise(stage: nn.Module, scale: torch.Tensor | None, generator: torch.
     return lambda z: perturb(z, scale, generator)
 
 
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """``module`` in eval mode inside the block (deterministic: no drop-path), its mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def encoder_stats(model: UPT, train, samples: int = 256, batch_size: int = 64):
     """Per-channel (mean, std) [D] of the encoder's latents of up to ``samples`` evenly spaced
     training windows (FieldDataset): the joint stage's stand-in for a latent cache's statistics."""
     index = torch.linspace(0, len(train) - 1, min(samples, len(train))).long()
-    was_training = model.training
-    model.eval()
-    try:
-        latents = []
+    latents = []
+    with evaluating(model):
         for chunk in index.split(batch_size):
             batch = torch.utils.data.default_collate([train[i] for i in chunk.tolist()])
             mask = model.observation_mask(batch["trajectory"], train.pos.shape[0])
             latents.append(model.encode(batch["u"], train.pos.expand(len(chunk), -1, -1), train.grid_shape, mask))
-    finally:
-        model.train(was_training)
     return channel_stats(torch.cat(latents))
 
 
@@ -493,10 +501,6 @@ def residual_scale(model, windows, samples: int = 512) -> float:
     LatentWindows), so it meets unit-variance noise."""
     index = torch.linspace(0, len(windows) - 1, min(samples, len(windows))).long().tolist()
     batch = torch.utils.data.default_collate([windows[i] for i in index])
-    was_training = model.training
-    model.eval()  # the frozen approximator's deterministic step, as the corrector will see it
-    try:
+    with evaluating(model):  # the frozen approximator's deterministic step, as the corrector will see it
         residual = batch["target"][:, 0] - model.step(batch["z"], batch["cond"][:, 0])
-    finally:
-        model.train(was_training)
     return float(residual.std().clamp_min(1e-6))
