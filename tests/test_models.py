@@ -305,6 +305,19 @@ def test_position_features_are_band_limited_to_the_training_grid():
         assert not torch.allclose(values[1:] * values[:-1], -values[:-1] ** 2)
 
 
+@pytest.mark.parametrize("fraction, octaves", [(1.0, 5), (0.5, 4), (0.25, 4), (0.0625, 3)])
+def test_mesh_encoder_position_features_follow_the_point_cloud_spacing(fraction, octaves):
+    """The mesh encoder sees the points, not patches: on 32 x 32 with a fraction f observed, the
+    spacing per axis is that of 32 sqrt(f) points (32 -> 5 octaves, 22.6 -> 4, 16 -> 4, 8 -> 3),
+    where the grid encoder with 4 x 4 patches sees an 8 x 8 patch grid (3 octaves)."""
+    mesh = build_model("upt-cpu-s", dim_space=2, fields=2, grid_shape=(32, 32), encoder="mesh",
+                       observed_fraction=fraction)
+    assert mesh.encoder.fourier.freqs.max() == pytest.approx(torch.pi * 2 ** (octaves - 1))
+    grid = build_model("upt-cpu-s", dim_space=2, fields=2, grid_shape=(32, 32), patch_size=4, tokens=64)
+    assert grid.encoder.pos_embed[0].freqs.max() == pytest.approx(torch.pi * 4)
+    assert mesh.decoder.query_embed[0].freqs.max() == grid.decoder.query_embed[0].freqs.max()
+
+
 def test_perceiver_pooling_is_kept_as_an_ablation_and_takes_any_token_count():
     model = build_model("upt-cpu-s", dim_space=1, fields=1, grid_shape=(128,), pooling="perceiver", tokens=12)
     assert model.encode(torch.randn(2, 128, 1), grid_pos(128).expand(2, -1, -1), (128,)).shape == (2, 12, 32)

@@ -58,7 +58,7 @@ def build_model(
             size = resolve_patch_size(size, grid_shape)
     elif encoder == "grid" and size.patch_size is None:
         size = dataclasses.replace(size, patch_size=4)  # no grid to fit (size tables): the CPU presets' patch
-    enc_freqs, dec_freqs = position_octaves(size, grid_shape)
+    enc_freqs, dec_freqs = position_octaves(size, grid_shape, encoder, observed_fraction)
 
     common = dict(dim=size.dim, tokens=size.tokens, heads=size.heads, depth=size.enc_depth)
     in_channels = history * fields

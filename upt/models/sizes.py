@@ -131,14 +131,21 @@ def resolve_patch_size(size: ModelSize, grid_shape) -> ModelSize:
     return replace(size, patch_size=patch)
 
 
-def position_octaves(size: ModelSize, grid_shape) -> tuple[int, int]:
-    """(encoder, decoder) octaves of position features: band-limited to the patch grid and the
-    point grid, the decoder's capped by ``pos_freqs``. Without a grid (point clouds of unknown
-    spacing), ``pos_freqs`` or 8."""
+def position_octaves(size: ModelSize, grid_shape, encoder: str = "grid",
+                     observed_fraction: float | None = None) -> tuple[int, int]:
+    """(encoder, decoder) octaves of position features: band-limited to what each one sees, the
+    decoder's capped by ``pos_freqs``. The grid encoder sees the patch grid; the mesh encoder sees
+    the points themselves, a fraction ``observed_fraction`` of the grid's, whose spacing per axis is
+    that of a grid of min(grid) * fraction^(1/d) points (UPT embeds point coordinates at their own
+    resolution; the patch grid's 3 octaves on 32^2 left it blind to finer structure). Without a
+    grid (point clouds of unknown spacing), ``pos_freqs`` or 8."""
     if grid_shape is None:
         octaves = size.pos_freqs or 8
         return octaves, octaves
     decoder = band_limit(min(grid_shape))
     if size.pos_freqs is not None:
         decoder = min(decoder, size.pos_freqs)
+    if encoder == "mesh":
+        per_axis = min(grid_shape) * (observed_fraction or 1.0) ** (1 / len(grid_shape))
+        return band_limit(int(per_axis)), decoder
     return min(decoder, band_limit(min(grid_shape) // (size.patch_size or 1))), decoder
