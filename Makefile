@@ -64,12 +64,23 @@ readme: install
 	  for f in $(README_FIGURES); do [ ! -f $$d/$$f ] || cp $$d/$$f docs/results/$$name/; done; \
 	  cp results/$$name/summary_stats.csv results/$$name/claims.csv docs/results/$$name/ 2>/dev/null || true; \
 	done
+	# a study run from another config (results: results/<study>) keeps its tables beside the default's
+	for s in results/*/figures/; do study=$$(basename $$(dirname $$s)); \
+	  for d in $$s*/; do name=$$(basename $$d); mkdir -p docs/results/$$study/$$name; \
+	    for f in $(README_FIGURES); do [ ! -f $$d/$$f ] || cp $$d/$$f docs/results/$$study/$$name/; done; \
+	    cp results/$$study/$$name/summary_stats.csv results/$$study/$$name/claims.csv docs/results/$$study/$$name/ 2>/dev/null || true; \
+	  done; \
+	done
 	[ ! -f benchmarks/out/learning.md ] || cp benchmarks/out/learning.md benchmarks/out/learning.png docs/results/
 	[ ! -f benchmarks/out/rollout_speed_ns2d.md ] || cp benchmarks/out/rollout_speed_ns2d.md docs/results/
 	mkdir -p docs/results/benchmarks
 	for t in $(BENCHMARK_TABLES); do [ ! -f benchmarks/out/$$t ] || cp benchmarks/out/$$t docs/results/benchmarks/; done
 	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
 	$(BIN)/python -m upt.plotting.budget .snakemake/log all_ablations > docs/results/budget.md
+	for c in config/study.yaml config/ns2d.yaml; do out=$$(sed -n 's/^results: //p' $$c); \
+	  [ ! -d $$out ] || { mkdir -p docs/results/$$(basename $$out) && \
+	    $(BIN)/python -m upt.plotting.budget .snakemake/log all_ablations $$c > docs/results/$$(basename $$out)/budget.md; } || exit 1; \
+	done
 	$(BIN)/python -m upt.plotting.readme README.md
 
 clean:

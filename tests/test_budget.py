@@ -56,3 +56,14 @@ def test_an_unfinished_run_is_skipped_and_none_is_an_error(tmp_path):
         latest_run(tmp_path, "all_models")
     with pytest.raises(UptError, match="not the log of a finished Snakemake run"):
         read_log(tmp_path / "2026-12-03T000000.snakemake.log")
+
+
+def test_runs_of_another_config_are_told_apart(tmp_path):
+    study = LOG.replace("--cores 2 all_ablations", "all_ablations --configfile config/ns2d.yaml --cores 2")
+    (tmp_path / "2026-12-04T000000.snakemake.log").write_text(study)  # newer: the study's run
+    (tmp_path / "2026-12-02T000000.snakemake.log").write_text(LOG)
+    assert latest_run(tmp_path, "all_ablations").path.name.startswith("2026-12-02")
+    run = latest_run(tmp_path, "all_ablations", "config/ns2d.yaml")
+    assert run.path.name.startswith("2026-12-04") and run.target == "all_ablations"
+    with pytest.raises(UptError, match="with --configfile config/study.yaml"):
+        latest_run(tmp_path, "all_ablations", "config/study.yaml")

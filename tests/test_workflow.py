@@ -38,10 +38,11 @@ def snakemake(workdir: Path, target: str, config: Path, *args: str, check: bool 
 
 
 def test_dry_run_parses_default_and_pdebench_configs(tmp_path):
-    for config in (REPO / "config" / "config.yaml", REPO / "config" / "pdebench.yaml"):
-        out = snakemake(tmp_path, "all_ablations", config, "-n").stdout
-        assert "all_ablations" in out
-    assert "download" in out  # the PDEBench config fetches its files
+    outputs = {name: snakemake(tmp_path, "all_ablations", REPO / "config" / name, "-n").stdout
+               for name in ("config.yaml", "pdebench.yaml", "ns2d.yaml")}
+    assert all("all_ablations" in out for out in outputs.values())
+    assert "download" in outputs["pdebench.yaml"]  # the PDEBench config fetches its files
+    assert "results/ns2d-study/" in outputs["ns2d.yaml"]  # a study keeps its own results
 
 
 @pytest.mark.parametrize("edit,needle", [

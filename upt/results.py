@@ -30,9 +30,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where a table is read: a training job needs only the paths
+    import pandas as pd
 
 from upt.atomic import atomic_output
 from upt.errors import UptError
@@ -216,6 +217,8 @@ def _require(path, kind: str, have: Iterable[str], wanted: Sequence[str]) -> Non
 
 def read_table(path: str | os.PathLike, columns: Sequence[str], sep: str = ",") -> pd.DataFrame:
     """A CSV (or TSV) table that must hold ``columns`` (others may follow)."""
+    import pandas as pd
+
     try:
         table = pd.read_csv(path, sep=sep)
     except FileNotFoundError:

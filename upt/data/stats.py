@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from upt import __version__
 from upt.atomic import atomic_output
@@ -50,13 +50,16 @@ class RunningMoments:
         return float(np.sqrt(self.m2 / self.count)) if self.count else float("nan")
 
 
-def field_names(ds: xr.Dataset) -> list[str]:
-    """The physical fields of a converted dataset: variables over (sample, time, ...)."""
-    return [name for name, var in ds.data_vars.items() if var.dims[:2] == ("sample", "time")]
+def field_names(dims: Mapping[str, Sequence[str]]) -> list[str]:
+    """The physical fields of a converted dataset, from each variable's dimension names: the
+    variables over (sample, time, ...)."""
+    return [name for name, names in dims.items() if tuple(names[:2]) == ("sample", "time")]
 
 
 def compute_stats(src: str | Path, dst: str | Path, *, block: int = 16) -> dict:
     """Write ``{field: {mean, std, min, max, count}}`` plus provenance to the JSON file ``dst``."""
+    import xarray as xr  # here, not at the top: training reads metadata through netCDF4 alone
+
     src = Path(src)
     try:
         ds = xr.open_dataset(src)
@@ -68,7 +71,7 @@ def compute_stats(src: str | Path, dst: str | Path, *, block: int = 16) -> dict:
         train = split_indices(ds["split"].values, "train")
         if train.size == 0:
             raise UptError(f"{src}: the training split is empty")
-        names = field_names(ds)
+        names = field_names({name: var.dims for name, var in ds.data_vars.items()})
         if not names:
             raise UptError(f"{src}: no field variables over (sample, time, ...)")
         moments = {name: RunningMoments() for name in names}

@@ -7,6 +7,7 @@ turns one log into one row per job; :func:`budget_table` sums them per dataset a
 training run counts under its stage) into Markdown. Run by ``make readme``::
 
     python -m upt.plotting.budget .snakemake/log all_ablations > docs/results/budget.md
+    python -m upt.plotting.budget .snakemake/log all_ablations config/ns2d.yaml   # a study's run
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Run:
     """One finished Snakemake run: its target, cores, elapsed time and jobs (one row each)."""
 
     path: Path
-    target: str
+    target: str  # the last word of the command that is not an option or an option's value
+    configfile: str | None  # its --configfile (None: the workflow's default config)
     cores: int
     elapsed: timedelta
     jobs: pd.DataFrame  # jobid, rule, dataset, stage, seconds
@@ -44,12 +46,12 @@ def read_log(path: str | Path) -> Run:
     path = Path(path)
     lines = path.read_text().splitlines()
     stamp, started, rows = None, {}, []
-    cores = target = elapsed = None
+    cores = target = configfile = elapsed = None
     for i, line in enumerate(lines):
         if match := STAMP.match(line):
             stamp = datetime.strptime(" ".join(match[1].split()), "%a %b %d %H:%M:%S %Y")
         elif line.startswith("  Command: "):
-            target = line.split()[-1]
+            target, configfile = parse_command(line.split()[2:])
         elif line.startswith("Provided cores: "):
             cores = int(line.split(": ")[1])
         elif (match := START.match(line)) and stamp is not None:
@@ -70,20 +72,42 @@ def read_log(path: str | Path) -> Run:
             elapsed = timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
     if elapsed is None or cores is None:
         raise UptError(f"{path}: not the log of a finished Snakemake run (no 'Provided cores' or 'Elapsed time')")
-    return Run(path, target or "", cores, elapsed, pd.DataFrame(rows, columns=["jobid", "rule", "dataset", "stage",
+    return Run(path, target or "", configfile, cores, elapsed, pd.DataFrame(rows, columns=["jobid", "rule", "dataset", "stage",
                                                                                "seconds"]))
 
 
-def latest_run(log_dir: str | Path, target: str) -> Run:
-    """The newest finished run of ``target`` (e.g. ``all_ablations``) among the logs of ``log_dir``."""
+def parse_command(words: list[str]) -> tuple[str | None, str | None]:
+    """(target, configfile) of a snakemake command line's arguments: the last word that is neither
+    an option nor an option's value, and the value of ``--configfile`` (None without one)."""
+    target = configfile = None
+    takes_value = {"--cores", "-c", "--jobs", "-j", "--configfile", "--configfiles", "--profile",
+                   "--directory", "-d", "--snakefile", "-s", "--report", "--config", "-C"}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in takes_value:
+            if word in ("--configfile", "--configfiles") and i + 1 < len(words):
+                configfile = words[i + 1]
+            i += 2
+            continue
+        if not word.startswith("-"):
+            target = word
+        i += 1
+    return target, configfile
+
+
+def latest_run(log_dir: str | Path, target: str, configfile: str | None = None) -> Run:
+    """The newest finished run of ``target`` (e.g. ``all_ablations``) among the logs of ``log_dir``,
+    with ``--configfile configfile`` (None: a run of the default config, without one)."""
     for path in sorted(Path(log_dir).glob("*.snakemake.log"), reverse=True):  # names start with the date
         try:
             run = read_log(path)
         except UptError:
             continue
-        if run.target == target:
+        if run.target == target and run.configfile == configfile:
             return run
-    raise UptError(f"{log_dir}: no finished Snakemake run of {target!r}")
+    of = f" with --configfile {configfile}" if configfile else ""
+    raise UptError(f"{log_dir}: no finished Snakemake run of {target!r}{of}")
 
 
 def budget_table(run: Run) -> str:
@@ -109,7 +133,8 @@ def budget_table(run: Run) -> str:
 if __name__ == "__main__":
     log_dir = sys.argv[1] if len(sys.argv) > 1 else ".snakemake/log"
     target = sys.argv[2] if len(sys.argv) > 2 else "all_ablations"
+    configfile = sys.argv[3] if len(sys.argv) > 3 else None
     try:
-        sys.stdout.write(budget_table(latest_run(log_dir, target)))
+        sys.stdout.write(budget_table(latest_run(log_dir, target, configfile)))
     except UptError as err:
         sys.exit(f"error: {err}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 import json
 import math
 import signal
@@ -29,7 +30,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -200,13 +200,24 @@ def fit(stage: nn.Module, train: Dataset, val: Dataset, settings: LoopSettings, 
                 bar.write(f"epoch {epoch + 1}/{settings.epochs}: train {row['train_loss']:.5g} "
                           f"val {val_loss:.5g}" + (f" (stop: {row['stop']})" if row["stop"] else ""))
                 with atomic_output(out_dir / RUN_METRICS) as tmp:
-                    pd.DataFrame(progress["rows"]).to_csv(tmp, index=False)
+                    write_rows(tmp, progress["rows"])
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
     best = copy.deepcopy(stage)
     best.load_state_dict(progress["best"])
     return best
+
+
+def write_rows(path, rows: list[dict]) -> None:
+    """The epochs' rows as CSV, columns in order of first appearance, NaN and None as empty cells
+    (what pandas writes; the csv module keeps pandas' ~0.2 s import off every training job)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                          for k, v in row.items()} for row in rows)
 
 
 @torch.no_grad()
