@@ -65,7 +65,7 @@ readme: install
 	  cp results/$$name/summary_stats.csv results/$$name/claims.csv docs/results/$$name/ 2>/dev/null || true; \
 	done
 	# a study run from another config (results: results/<study>) keeps its tables beside the default's
-	for s in results/*/figures/; do study=$$(basename $$(dirname $$s)); \
+	for s in results/*/figures/; do [ -d "$$s" ] || continue; study=$$(basename $$(dirname $$s)); \
 	  for d in $$s*/; do name=$$(basename $$d); mkdir -p docs/results/$$study/$$name; \
 	    for f in $(README_FIGURES); do [ ! -f $$d/$$f ] || cp $$d/$$f docs/results/$$study/$$name/; done; \
 	    cp results/$$study/$$name/summary_stats.csv results/$$study/$$name/claims.csv docs/results/$$study/$$name/ 2>/dev/null || true; \
