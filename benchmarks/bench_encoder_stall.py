@@ -13,7 +13,11 @@ patience takes the stall for convergence. Per run this reports:
 - ``epochs`` and the run's ``stop_reason``.
 
     python benchmarks/bench_encoder_stall.py --training results/ns2d/training.csv \
-        [--stage autoencoder] [--early 4] [--out benchmarks/out]
+        [--runs WORK ...] [--arms A ...] [--stage autoencoder] [--early 4] [--out benchmarks/out]
+
+``--runs`` adds the runs of a ``bench_learning.py`` work directory (``WORK/<variant>/seed<k>/<stage>/
+metrics.csv``), e.g. variants that try to cure a stall, beside the workflow's; ``--arms`` keeps only
+the arms named.
 
 writes ``encoder_stall.csv``, ``encoder_stall.md`` (the README's table) and ``encoder_stall.png``
 (every run's curve, log scale, one panel per arm).
@@ -32,6 +36,19 @@ from upt.results import read_training
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_learning_runs(work: Path) -> pd.DataFrame:
+    """A bench_learning work directory's stage runs in training.csv's columns (arm = variant)."""
+    frames = []
+    for metrics in sorted(work.glob("*/seed*/*/metrics.csv")):
+        stage_dir = metrics.parent
+        run = pd.read_csv(metrics, dtype={"stop": str}, keep_default_na=False)  # an empty stop: ""
+        stop = run["stop"].iloc[-1] if "stop" in run else ""
+        frames.append(run.assign(dataset=work.name, arm=stage_dir.parent.parent.name,
+                                 seed=int(stage_dir.parent.name.removeprefix("seed")), stage=stage_dir.name,
+                                 stop_reason=stop or "cap"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def stall_table(training: pd.DataFrame, stage: str, early: int) -> pd.DataFrame:
@@ -76,12 +93,17 @@ def plot(training: pd.DataFrame, stage: str, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--training", type=Path, required=True, help="a run's training.csv")
+    parser.add_argument("--training", type=Path, nargs="+", required=True, help="runs' training.csv files")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="bench_learning.py work directories")
+    parser.add_argument("--arms", nargs="*", default=None, help="only these arms (default: all)")
     parser.add_argument("--stage", default="autoencoder")
     parser.add_argument("--early", type=int, default=4, help="the epoch whose best loss is the stall's level")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args()
-    training = read_training(args.training)
+    training = pd.concat([read_training(path) for path in args.training]
+                         + [read_learning_runs(work) for work in args.runs], ignore_index=True)
+    if args.arms:
+        training = training[training["arm"].isin(args.arms)]
     table = stall_table(training, args.stage, args.early)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "encoder_stall.csv", index=False)

@@ -38,3 +38,17 @@ def test_escape_epoch_is_where_the_best_loss_halves_the_early_level(tmp_path):
     assert "| mesh | 1 | 0.43 | 0.38 | never | 8 | plateau |" in text
     bench.plot(training, "autoencoder", tmp_path / "stall.png")
     assert (tmp_path / "stall.png").stat().st_size > 0
+
+
+def test_a_bench_learning_work_directory_reads_as_training_rows(tmp_path):
+    bench = load_bench()
+    for seed, losses in ((0, [0.8, 0.4, 0.1]), (1, [0.8, 0.7, 0.65])):
+        stage = tmp_path / "mesh-lr" / f"seed{seed}" / "autoencoder"
+        stage.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1, 2, 3], "val_loss": losses, "stop": ["", "", "plateau" if seed else ""]}).to_csv(
+            stage / "metrics.csv", index=False)
+    runs = bench.read_learning_runs(tmp_path)
+    table = bench.stall_table(runs, "autoencoder", early=1).set_index("seed")
+    assert list(table["arm"]) == ["mesh-lr", "mesh-lr"]
+    assert table.loc[0, "escape_epoch"] == 3 and table.loc[0, "stop_reason"] == "cap"  # 0.4 is not below 0.8 / 2
+    assert np.isnan(table.loc[1, "escape_epoch"]) and table.loc[1, "stop_reason"] == "plateau"
