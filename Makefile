@@ -56,7 +56,7 @@ benchmarks: install
 # After `make all_ablations`: copy the default run's tables and main figures into docs/results/ and
 # refill the README's generated blocks from them (no number in the README is typed by hand).
 # Benchmark tables the README shows (each written by its benchmark into benchmarks/out/)
-BENCHMARK_TABLES := training_levers.md startup.md ns2d_difficulty.md study_cost.md fno_parity.md encoder_stall.md
+BENCHMARK_TABLES := training_levers.md startup.md ns2d_difficulty.md study_cost.md fno_parity.md encoder_stall.md stall_cures.md
 README_FIGURES := main_table.md modes_table.md claims_table.md error_vs_time.png claims.png prediction_vs_truth.png
 readme: install
 	for d in results/figures/*/; do \
