@@ -114,7 +114,26 @@ def compute(pred, target, initial_step: int = 0, domain_lengths=None) -> xr.Data
     before ``initial_step`` are given, not predicted, and are left out; the ``time`` coordinate keeps
     the original time indices. ``domain_lengths`` (one per spatial axis, default 1) scale fRMSE.
     """
+    return _over_samples(*_parts(pred, target, initial_step, domain_lengths))
+
+
+def compute_per_sample(pred, target, initial_step: int = 0, domain_lengths=None) -> xr.Dataset:
+    """The same metrics per sample, over dims (sample, time, field); correlation over (sample, time).
+
+    Per sample, crmse is |<e>_x|, max_error the max over space, and fRMSE uses sqrt(sum |E_k|^2) of
+    that sample; ``compute`` is not the plain sample mean of these for crmse, fRMSE and max_error
+    (PDEBench takes the root-mean-square, respectively the max, over samples there).
+    """
+    return _per_sample(*_parts(pred, target, initial_step, domain_lengths))
+
+
+def compute_both(pred, target, initial_step: int = 0, domain_lengths=None) -> tuple[xr.Dataset, xr.Dataset]:
+    """(``compute``, ``compute_per_sample``) from one pass over the errors and their spectra."""
     q, time = _parts(pred, target, initial_step, domain_lengths)
+    return _over_samples(q, time), _per_sample(q, time)
+
+
+def _over_samples(q: dict, time: np.ndarray) -> xr.Dataset:
     per_field = {  # each [time, field]
         "rmse": q["rmse"].mean(0),
         "nrmse": q["nrmse"].mean(0),
@@ -131,14 +150,7 @@ def compute(pred, target, initial_step: int = 0, domain_lengths=None) -> xr.Data
     return xr.Dataset(data, coords={"time": time})
 
 
-def compute_per_sample(pred, target, initial_step: int = 0, domain_lengths=None) -> xr.Dataset:
-    """The same metrics per sample, over dims (sample, time, field); correlation over (sample, time).
-
-    Per sample, crmse is |<e>_x|, max_error the max over space, and fRMSE uses sqrt(sum |E_k|^2) of
-    that sample; ``compute`` is not the plain sample mean of these for crmse, fRMSE and max_error
-    (PDEBench takes the root-mean-square, respectively the max, over samples there).
-    """
-    q, time = _parts(pred, target, initial_step, domain_lengths)
+def _per_sample(q: dict, time: np.ndarray) -> xr.Dataset:
     dims = ("sample", "time", "field")
     data = {k: (dims, q[k]) for k in ("rmse", "nrmse", "brmse", "max_error")}
     data["crmse"] = (dims, np.abs(q["cerr"]))

@@ -102,9 +102,9 @@ def score(test: TestSet, predicted: torch.Tensor, truth: TestSet | None = None,
     pred = truth.physical(truth.with_given_frames(predicted))
     target = truth.physical(truth.frames)
     history = truth.data.history
-    curves = metrics.compute(pred, target, initial_step=history)
+    curves, per_sample = metrics.compute_both(pred, target, initial_step=history)
     summary = {name: float(curves[name].mean()) for name in curves.data_vars}
-    summary["nrmse_test_half"] = test_sampling_half_width(pred, target, history)
+    summary["nrmse_test_half"] = test_sampling_half_width(per_sample)
     for k in horizons:
         if k > len(curves["time"]):
             raise UptError(f"horizon {k} exceeds the {len(curves['time'])} predicted steps of the test data")
@@ -116,12 +116,12 @@ def score(test: TestSet, predicted: torch.Tensor, truth: TestSet | None = None,
     return curves.assign_coords(time=truth.data.times[curves["time"].values]), summary
 
 
-def test_sampling_half_width(pred: np.ndarray, target: np.ndarray, initial_step: int) -> float:
+def test_sampling_half_width(per_sample: xr.Dataset) -> float:
     """Half-width of the 95% t-interval of the time-averaged nRMSE over the test trajectories: how
     much the absolute level would move with another draw of as many test trajectories (a few
-    trajectories that shock early can carry much of the mean). NaN for a single trajectory."""
-    per_sample = metrics.compute_per_sample(pred, target, initial_step=initial_step)["nrmse"]
-    values = per_sample.mean(("time", "field")).values
+    trajectories that shock early can carry much of the mean), from ``metrics.compute_per_sample``'s
+    values. NaN for a single trajectory."""
+    values = per_sample["nrmse"].mean(("time", "field")).values
     if len(values) < 2 or not np.isfinite(values).all():
         return float("nan")
     from upt.evaluation.aggregate import interval  # the project's one Student-t interval

@@ -201,9 +201,8 @@ class AutoencoderStage(FieldStage):
             # DIVERGENCE_FIELDS fields (an unbiased estimate of the batch mean: decoding every
             # field on every point cost the 2D autoencoder 3.5x its epoch)
             "divergence": (self.weight("divergence"), divergence_term(
-                self.divergence, lambda: self.model.decode(
-                    z[:DIVERGENCE_FIELDS], self.pos.expand(min(u.shape[0], DIVERGENCE_FIELDS), -1, -1)),
-                self.grid_shape)),
+                self.divergence, lambda few=z[:DIVERGENCE_FIELDS]: self.model.decode(
+                    few, self.pos.expand(len(few), -1, -1)), self.grid_shape)),
         })
 
 
