@@ -48,7 +48,7 @@ dry-run: install
 
 # Every benchmark, one after another (they time things: never two at once), then their figures into
 # docs/figures/benchmarks/, where the README shows them. CSVs and figures land in benchmarks/out/.
-BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning bench_startup bench_training_levers bench_ns2d_difficulty
+BENCHMARKS := bench_data_memory bench_generate bench_latent_cache bench_throughput bench_rollout bench_dag bench_loader bench_learning bench_startup bench_training_levers bench_speedups bench_ns2d_difficulty
 benchmarks: install
 	for b in $(BENCHMARKS); do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/$$b.py || exit 1; done
 	mkdir -p docs/figures/benchmarks && cp benchmarks/out/*.png docs/figures/benchmarks/
@@ -56,7 +56,7 @@ benchmarks: install
 # After `make all_ablations`: copy the default run's tables and main figures into docs/results/ and
 # refill the README's generated blocks from them (no number in the README is typed by hand).
 # Benchmark tables the README shows (each written by its benchmark into benchmarks/out/)
-BENCHMARK_TABLES := training_levers.md startup.md ns2d_difficulty.md study_cost.md fno_parity.md encoder_stall.md stall_cures.md
+BENCHMARK_TABLES := speedups.md training_levers.md startup.md ns2d_difficulty.md study_cost.md fno_parity.md encoder_stall.md stall_cures.md
 README_FIGURES := main_table.md modes_table.md claims_table.md error_vs_time.png claims.png prediction_vs_truth.png
 readme: install
 	for d in results/figures/*/; do \
