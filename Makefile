@@ -77,7 +77,7 @@ readme: install
 	for t in $(BENCHMARK_TABLES); do [ ! -f benchmarks/out/$$t ] || cp benchmarks/out/$$t docs/results/benchmarks/; done
 	$(BIN)/python -c "from upt.models.presets import parameter_table; print(parameter_table())" > docs/results/presets.md
 	$(BIN)/python -m upt.plotting.budget .snakemake/log all_ablations > docs/results/budget.md
-	for c in config/study.yaml config/ns2d.yaml; do out=$$(sed -n 's/^results: //p' $$c); \
+	for c in config/study.yaml config/ns2d.yaml config/ns2d-64.yaml; do out=$$(sed -n 's/^results: //p' $$c); \
 	  [ ! -d $$out ] || { mkdir -p docs/results/$$(basename $$out) && \
 	    $(BIN)/python -m upt.plotting.budget .snakemake/log all_ablations $$c > docs/results/$$(basename $$out)/budget.md; } || exit 1; \
 	done

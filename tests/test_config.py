@@ -69,7 +69,7 @@ def test_schema_lists_exactly_the_model_fields():
     assert listed == {f.name for f in dataclasses.fields(ModelSize)} | {"preset", "encoder", "observed_fraction", "periodic"} | fno
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "pdebench.yaml", "study.yaml", "ns2d.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "pdebench.yaml", "study.yaml", "ns2d.yaml", "ns2d-64.yaml"])
 def test_shipped_configs_plan(name):
     cfg = yaml.safe_load((REPO / "config" / name).read_text())
     for dataset in cfg["datasets"]:
@@ -138,7 +138,7 @@ def test_an_unknown_arm_anywhere_fails_naming_the_key(where, message):
 def test_the_default_and_pdebench_configs_pass_the_parse_time_checks():
     from upt.config import check_config
 
-    for name in ("config.yaml", "pdebench.yaml", "study.yaml", "ns2d.yaml"):
+    for name in ("config.yaml", "pdebench.yaml", "study.yaml", "ns2d.yaml", "ns2d-64.yaml"):
         check_config(yaml.safe_load((REPO / "config" / name).read_text()))
 
 

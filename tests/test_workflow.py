@@ -39,10 +39,11 @@ def snakemake(workdir: Path, target: str, config: Path, *args: str, check: bool 
 
 def test_dry_run_parses_default_and_pdebench_configs(tmp_path):
     outputs = {name: snakemake(tmp_path, "all_ablations", REPO / "config" / name, "-n").stdout
-               for name in ("config.yaml", "pdebench.yaml", "ns2d.yaml")}
+               for name in ("config.yaml", "pdebench.yaml", "ns2d.yaml", "ns2d-64.yaml")}
     assert all("all_ablations" in out for out in outputs.values())
     assert "download" in outputs["pdebench.yaml"]  # the PDEBench config fetches its files
     assert "results/ns2d-study/" in outputs["ns2d.yaml"]  # a study keeps its own results
+    assert "results/ns2d-64/" in outputs["ns2d-64.yaml"]
 
 
 @pytest.mark.parametrize("edit,needle", [
