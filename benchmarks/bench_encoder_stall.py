@@ -15,6 +15,9 @@ patience takes the stall for convergence. Per run this reports:
     python benchmarks/bench_encoder_stall.py --training results/ns2d/training.csv \
         [--runs WORK ...] [--arms A ...] [--stage autoencoder] [--early 4] [--out benchmarks/out]
 
+A ``--training`` path may end in ``@TAG``: its arms are then named ``arm@TAG``, which sets apart two
+runs of one configuration (e.g. before and after a change of recipe).
+
 ``--runs`` adds the runs of a ``bench_learning.py`` work directory (``WORK/<variant>/seed<k>/<stage>/
 metrics.csv``), e.g. variants that try to cure a stall, beside the workflow's; ``--arms`` keeps only
 the arms named.
@@ -36,6 +39,15 @@ from upt.results import read_training
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_tagged(entry: str) -> pd.DataFrame:
+    """``PATH`` or ``PATH@TAG``: the training.csv, its arms renamed ``arm@TAG`` when tagged."""
+    path, _, tag = entry.partition("@")
+    training = read_training(Path(path))
+    if tag:
+        training["arm"] = training["arm"] + "@" + tag
+    return training
 
 
 def read_learning_runs(work: Path) -> pd.DataFrame:
@@ -93,14 +105,15 @@ def plot(training: pd.DataFrame, stage: str, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--training", type=Path, nargs="+", required=True, help="runs' training.csv files")
+    parser.add_argument("--training", nargs="+", required=True,
+                        help="runs' training.csv files, each optionally PATH@TAG (arms named arm@TAG)")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="bench_learning.py work directories")
     parser.add_argument("--arms", nargs="*", default=None, help="only these arms (default: all)")
     parser.add_argument("--stage", default="autoencoder")
     parser.add_argument("--early", type=int, default=4, help="the epoch whose best loss is the stall's level")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args()
-    training = pd.concat([read_training(path) for path in args.training]
+    training = pd.concat([read_tagged(entry) for entry in args.training]
                          + [read_learning_runs(work) for work in args.runs], ignore_index=True)
     if args.arms:
         training = training[training["arm"].isin(args.arms)]

@@ -52,3 +52,15 @@ def test_a_bench_learning_work_directory_reads_as_training_rows(tmp_path):
     assert list(table["arm"]) == ["mesh-lr", "mesh-lr"]
     assert table.loc[0, "escape_epoch"] == 3 and table.loc[0, "stop_reason"] == "cap"  # 0.4 is not below 0.8 / 2
     assert np.isnan(table.loc[1, "escape_epoch"]) and table.loc[1, "stop_reason"] == "plateau"
+
+
+def test_a_tagged_training_file_keeps_its_arms_apart(tmp_path):
+    bench = load_bench()
+    path = tmp_path / "training.csv"
+    from upt.results import TRAINING_COLUMNS
+
+    rows = run("mesh", 0, [0.9, 0.5, 0.42, 0.40, 0.19])
+    rows.reindex(columns=list(TRAINING_COLUMNS)).to_csv(path, index=False)
+    assert set(bench.read_tagged(str(path))["arm"]) == {"mesh"}
+    tagged = bench.read_tagged(f"{path}@first-run")
+    assert set(tagged["arm"]) == {"mesh@first-run"} and len(tagged) == 5
