@@ -198,17 +198,3 @@ def test_a_sweep_must_hold_its_arm_and_control():
     with pytest.raises(UptError, match="sweep"):
         Claim.from_config({"claim": "c", "arm": "a", "control": "b", "metric": "nrmse", "mode": "latent",
                            "expected": "e", "predicted": [-0.4, -0.2], "reason": "r", "sweep": {"a": 1, "c": 2}})
-
-
-def test_a_control_scored_in_its_own_mode():
-    # a UPT's latent rollout against an FNO that rolls out physically only: without control_mode the
-    # FNO has no latent row and the claim cannot be judged; with it, the FNO's physical values are used
-    summary = pd.DataFrame(summary_rows("upt", np.exp([0.0, 0.2])) + summary_rows("upt", [9.0, 9.0], mode="physical")
-                           + summary_rows("fno", np.exp([0.3, 0.5]), mode="physical"))
-    with pytest.raises(UptError, match="no nrmse in mode latent for arm fno"):
-        judge(summary, [claim("upt", "fno")])
-    row = judge(summary, [claim("upt", "fno", control_mode="physical")]).iloc[0]
-    assert row["effect"] == pytest.approx(math.exp(-0.3) - 1)  # latent UPT [1, e^.2] / physical FNO
-    assert row["mode"] == "latent" and "control in mode physical" in row["note"]
-    same = judge(summary, [claim("upt", "fno", control_mode="physical", mode="physical")]).iloc[0]
-    assert same["arm_mean"] == pytest.approx(9.0) and "control in mode" not in same["note"]

@@ -22,8 +22,6 @@ verdicts, Holm, power, rescaling a prediction to the sizes compared) is in
 - **sweeps**: a claim with ``sweep: {arm: size, ...}`` (its arm and control among them) is judged
   by the effect from the control's size to the arm's that the log-log slope of the metric over the
   whole sweep implies (every seed at every size one point); its pairing column says so.
-- **modes**: both arms are scored in ``mode``, unless ``control_mode`` names the control's own
-  (a UPT's latent rollout against an FNO, which has no latent space); the note says so.
 - **censoring**: a claim on ``corr_time_<thr>`` notes how many seeds' rollouts never fell below the
   threshold within the horizon (``corr_time_<thr>_censored`` of summary.csv): those correlation
   times are the horizon, a lower bound.
@@ -72,11 +70,6 @@ class Claim:
     sizes: tuple[tuple[float, float], tuple[float, float]] | None = None  # (seed's, compared): control, arm
     sweep: tuple[tuple[str, float], ...] = ()  # (arm, size) of every arm of a scaling sweep, by size
     note: str = ""  # e.g. where the default run cannot reach the seed's sizes
-    control_mode: str = ""  # the control's mode when it is not ``mode`` (e.g. physical for an FNO)
-
-    def mode_of(self, name: str) -> str:
-        """The evaluation mode ``name`` (the arm or the control) is scored in."""
-        return self.control_mode if name == self.control and self.control_mode else self.mode
 
     @classmethod
     def from_config(cls, entry: dict) -> "Claim":
@@ -107,8 +100,7 @@ class Claim:
             if any(s <= 0 for s in named.values()):
                 raise UptError(f"claim {name!r}: sweep sizes must be > 0")
         return cls(name, entry["arm"], entry["control"], entry["metric"], entry["mode"], entry["expected"],
-                   (low, high), reason, secondary, sizes, sweep, entry.get("note", ""),
-                   entry.get("control_mode") or "")
+                   (low, high), reason, secondary, sizes, sweep, entry.get("note", ""))
 
     @property
     def compared_prediction(self) -> tuple[float, float]:
@@ -164,10 +156,9 @@ def judge(summary: pd.DataFrame, claims: list[Claim], runs: dict | None = None) 
 
 
 def _seed_values(summary: pd.DataFrame, claim: Claim, arm: str, metric: str) -> pd.Series:
-    mode = claim.mode_of(arm)
-    sel = summary[(summary["arm"] == arm) & (summary["mode"] == mode) & (summary["metric"] == metric)]
+    sel = summary[(summary["arm"] == arm) & (summary["mode"] == claim.mode) & (summary["metric"] == metric)]
     if sel.empty:
-        raise UptError(f"claim {claim.claim!r}: no {metric} in mode {mode} for arm {arm}")
+        raise UptError(f"claim {claim.claim!r}: no {metric} in mode {claim.mode} for arm {arm}")
     return sel.groupby("seed")["value"].mean().dropna()
 
 
@@ -190,8 +181,6 @@ def _row(summary, claim: Claim, metric: str, values: dict, is_paired: bool, labe
     low, high = effect.interval()
     primary = metric == claim.metric
     notes = [claim.note] if claim.note else []
-    if claim.mode_of(claim.control) != claim.mode:
-        notes.append(f"arm scored in mode {claim.mode}, control in mode {claim.mode_of(claim.control)}")
     if primary:
         predicted = claim.compared_prediction
         p_supported, p_refuted = st.claim_pvalues(effect, predicted)
@@ -258,7 +247,7 @@ def _censoring_note(summary: pd.DataFrame, claim: Claim, metric: str) -> list[st
         return []
     counts = []
     for name in (claim.arm, claim.control):
-        sel = summary[(summary["arm"] == name) & (summary["mode"] == claim.mode_of(name))
+        sel = summary[(summary["arm"] == name) & (summary["mode"] == claim.mode)
                       & (summary["metric"] == f"{metric}_censored")]
         if sel.empty:
             return []
