@@ -213,3 +213,32 @@ def test_interval_formatting():
     assert format_interval(0.12, float("nan")) == "0.12"  # one seed: no interval
     assert format_interval(float("nan"), 0.1) == "—"
     assert format_interval(0.47658850, 5.5e-17) == "0.477 ± 0"  # identical seeds, up to rounding
+
+
+def test_one_comparison_across_datasets(tmp_path):
+    from upt.plotting.comparison import main as comparison
+    from upt.plotting.tables import claims_across
+
+    def row(arm, control, metric, primary, effect, low, high):
+        return {**{c: np.nan for c in CLAIMS_COLUMNS}, "claim": "c", "arm": arm, "control": control, "metric": metric,
+                "mode": "physical", "primary": primary, "effect": effect, "ci_low": low, "ci_high": high,
+                "n_seeds": 3, "verdict": "refuted" if primary else "secondary", "verdict_holm": "refuted",
+                "arm_mean": 0.2, "control_mean": 0.05, "mde": 0.5}
+
+    one = pd.DataFrame([row("upt-s", "fno", "nrmse", True, 3.0, 1.5, 6.0),
+                        row("upt-s", "fno", "nrmse_step1", False, 0.8, 0.6, 1.0),
+                        row("drop-path", "upt-s", "nrmse", True, 0.1, -0.1, 0.3)])  # another control: left out
+    two = pd.DataFrame([row("upt-s", "fno-dynamics", "nrmse", True, -0.1, np.nan, np.nan)])
+    table = claims_across({"1D": one, "2D": two}, ["fno", "fno-dynamics"])
+    assert list(table.index) == ["1D", "1D", "2D"] and list(table["row"]) == ["primary", "secondary", "primary"]
+    assert table.iloc[0]["effect [95% CI]"] == "+300.0% [+150.0%, +600.0%]" and table.iloc[0]["verdict"] == "**refuted**"
+    assert table.iloc[1]["verdict"] == "—" and table.iloc[2]["effect [95% CI]"] == "-10.0%"  # no interval
+    assert table.iloc[0]["arm"] == "0.2" and table.iloc[0]["control"] == "0.05"
+
+    path = tmp_path / "claims.csv"
+    one.to_csv(path, index=False)
+    comparison([str(tmp_path / "out.md"), "--control", "fno", f"Burgers={path}", f"gone={tmp_path / 'no.csv'}"])
+    text = (tmp_path / "out.md").read_text()
+    assert "| Burgers | upt-s vs fno | nrmse (physical) | primary |" in text and "gone" not in text
+    with pytest.raises(SystemExit, match="no claim with control"):
+        comparison([str(tmp_path / "out.md"), "--control", "nothing", f"Burgers={path}"])

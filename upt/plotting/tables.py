@@ -204,6 +204,29 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
                                        "MDE (80%)", "seeds needed"]).set_index("claim")
 
 
+def claims_across(claims: Mapping[str, pd.DataFrame], controls: Sequence[str]) -> pd.DataFrame:
+    """One comparison judged on several datasets, side by side: the rows of each ``claims.csv``
+    (keyed by a label, e.g. the dataset and its configuration) whose control is one of
+    ``controls``, primary and secondary, with both arms' geometric means over seeds."""
+    def fmt(value) -> str:
+        return f"{value:.3g}" if np.isfinite(value) else "—"
+
+    rows = []
+    for label, table in claims.items():
+        for _, row in table[table["control"].isin(controls)].iterrows():
+            primary = bool(row["primary"])
+            interval = (f" [{row['ci_low']:+.1%}, {row['ci_high']:+.1%}]"
+                        if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]) else "")
+            rows.append([label, f"{row['arm']} vs {row['control']}", f"{row['metric']} ({row['mode']})",
+                         "primary" if primary else "secondary", fmt(row["arm_mean"]), fmt(row["control_mean"]),
+                         f"{row['effect']:+.1%}{interval}", int(row["n_seeds"]),
+                         f"**{row['verdict']}**" if primary else "—", row["verdict_holm"] if primary else "—",
+                         f"{row['mde']:.1%}" if np.isfinite(row["mde"]) else "—"])
+    columns = ["data", "arm vs control", "metric (mode)", "row", "arm", "control", "effect [95% CI]", "seeds",
+               "verdict", "Holm verdict", "MDE (80%)"]
+    return pd.DataFrame(rows, columns=columns).set_index("data")
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (index as the first column), no ``tabulate``."""
     def cell(value) -> str:
