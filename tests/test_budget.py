@@ -67,3 +67,19 @@ def test_runs_of_another_config_are_told_apart(tmp_path):
     assert run.path.name.startswith("2026-12-04") and run.target == "all_ablations"
     with pytest.raises(UptError, match="with --configfile config/study.yaml"):
         latest_run(tmp_path, "all_ablations", "config/study.yaml")
+
+
+def test_the_command_line_takes_one_log_file_too(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "2026-12-04T000000.snakemake.log").write_text(LOG)
+    # a later run of another target, without --cores (Snakemake then logs "1 (use --cores ...)")
+    other = LOG.replace("--cores 2 all_ablations", "x").replace("Provided cores: 2",
+                                                              "Provided cores: 1 (use --cores to define parallelism)")
+    (tmp_path / "2026-12-05T000000.snakemake.log").write_text(other)
+    by_dir = subprocess.run([sys.executable, "-m", "upt.plotting.budget", str(tmp_path)],
+                            capture_output=True, text=True, check=True).stdout
+    by_file = subprocess.run([sys.executable, "-m", "upt.plotting.budget", str(tmp_path / "2026-12-05T000000.snakemake.log")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "2026-12-04T000000" in by_dir and "2026-12-05T000000" in by_file

@@ -8,6 +8,7 @@ training run counts under its stage) into Markdown. Run by ``make readme``::
 
     python -m upt.plotting.budget .snakemake/log all_ablations > docs/results/budget.md
     python -m upt.plotting.budget .snakemake/log all_ablations config/ns2d.yaml   # a study's run
+    python -m upt.plotting.budget .snakemake/log/<one run>.snakemake.log          # that run
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def read_log(path: str | Path) -> Run:
         elif line.startswith("  Command: "):
             target, configfile = parse_command(line.split()[2:])
         elif line.startswith("Provided cores: "):
-            cores = int(line.split(": ")[1])
+            cores = int(line.split(": ")[1].split()[0])  # "1 (use --cores to define parallelism)" too
         elif (match := START.match(line)) and stamp is not None:
             fields = {}
             for following in lines[i + 1:]:
@@ -135,6 +136,8 @@ if __name__ == "__main__":
     target = sys.argv[2] if len(sys.argv) > 2 else "all_ablations"
     configfile = sys.argv[3] if len(sys.argv) > 3 else None
     try:
-        sys.stdout.write(budget_table(latest_run(log_dir, target, configfile)))
+        # a log file names one run itself (e.g. a study's first run, before a partial rerun)
+        run = read_log(log_dir) if Path(log_dir).is_file() else latest_run(log_dir, target, configfile)
+        sys.stdout.write(budget_table(run))
     except UptError as err:
         sys.exit(f"error: {err}")
