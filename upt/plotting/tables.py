@@ -166,6 +166,16 @@ def modes_table(summary_stats: pd.DataFrame, reference: str | None = None,
                         index=pd.Index(arms, name="arm"), columns=[c[2] for c in MAIN_COLUMNS])
 
 
+def effect_cell(row) -> str:
+    """A claims.csv row's relative effect with its 95% interval ("—" without an effect; no interval
+    with one seed on a side)."""
+    if not np.isfinite(row["effect"]):
+        return "—"
+    if not (np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])):
+        return f"{row['effect']:+.1%}"
+    return f"{row['effect']:+.1%} [{row['ci_low']:+.1%}, {row['ci_high']:+.1%}]"
+
+
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     """claims.csv as the README shows it: the claim, arm vs control, metric (mode), the seed's
     expectation (with the note), the predicted range tested, the effect with its 95% interval, seeds,
@@ -173,13 +183,6 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
     would resolve the weakest predicted effect. A secondary metric's row is labelled as such."""
     def pct(value) -> str:
         return f"{value:+.1%}" if np.isfinite(value) else "open"
-
-    def effect(row) -> str:
-        if not np.isfinite(row["effect"]):
-            return "—"
-        if not (np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])):
-            return f"{row['effect']:+.1%}"
-        return f"{row['effect']:+.1%} [{row['ci_low']:+.1%}, {row['ci_high']:+.1%}]"
 
     def text(value) -> str:
         return value if isinstance(value, str) else ""
@@ -194,7 +197,7 @@ def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
         needed = row["seeds_needed"]
         rows.append([row["claim"] if primary else f"{row['claim']} (secondary: {row['metric']})",
                      f"{row['arm']} vs {row['control']}", f"{row['metric']} ({row['mode']})", expected, predicted,
-                     effect(row), int(row["n_seeds"]), text(row["pairing"]).split(":")[0],
+                     effect_cell(row), int(row["n_seeds"]), text(row["pairing"]).split(":")[0],
                      f"**{row['verdict']}**" if primary else row["verdict"],
                      text(row["verdict_holm"]) if primary else "—",
                      f"{row['mde']:.1%}" if np.isfinite(row["mde"]) else "—",
@@ -215,11 +218,9 @@ def claims_across(claims: Mapping[str, pd.DataFrame], controls: Sequence[str]) -
     for label, table in claims.items():
         for _, row in table[table["control"].isin(controls)].iterrows():
             primary = bool(row["primary"])
-            interval = (f" [{row['ci_low']:+.1%}, {row['ci_high']:+.1%}]"
-                        if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]) else "")
             rows.append([label, f"{row['arm']} vs {row['control']}", f"{row['metric']} ({row['mode']})",
                          "primary" if primary else "secondary", fmt(row["arm_mean"]), fmt(row["control_mean"]),
-                         f"{row['effect']:+.1%}{interval}", int(row["n_seeds"]),
+                         effect_cell(row), int(row["n_seeds"]),
                          f"**{row['verdict']}**" if primary else "—", row["verdict_holm"] if primary else "—",
                          f"{row['mde']:.1%}" if np.isfinite(row["mde"]) else "—"])
     columns = ["data", "arm vs control", "metric (mode)", "row", "arm", "control", "effect [95% CI]", "seeds",
