@@ -49,11 +49,12 @@ class Speedup:
     before: str  # a revision of this repository (the commit before the change)
     after: str
     unit: str  # what the value is: "s" (wall seconds of the command) or what ``read`` returns
-    command: Callable[[Path, Path], list[str]]  # (tree, scratch dir) -> argv, run with cwd = tree
+    command: Callable[[str, Path, Path], list[str]]  # (side, tree, scratch dir) -> argv, run with cwd = tree
     read: Callable[[str, Path], float] | None = None  # (stdout, scratch) -> value; None: wall seconds
+    checkout: bool = True  # False: a lever inside one tree (this one), ``before``/``after`` only name it
 
 
-def _adamw_command(fused: bool) -> Callable[[Path, Path], list[str]]:
+def _adamw_command(side: str, tree: Path, scratch: Path) -> list[str]:
     code = f"""
 import time, torch
 torch.manual_seed(0); torch.set_num_threads(1)
@@ -61,7 +62,7 @@ layers = [torch.nn.Linear(64, 64) for _ in range(40)]
 params = [p for layer in layers for p in layer.parameters()]
 for p in params:
     p.grad = torch.randn_like(p)
-opt = torch.optim.AdamW(params, lr=1e-3, fused={fused})
+opt = torch.optim.AdamW(params, lr=1e-3, fused={side == "after"})
 for _ in range(20):
     opt.step()
 start = time.perf_counter()
@@ -69,7 +70,7 @@ for _ in range(200):
     opt.step()
 print((time.perf_counter() - start) / 200 * 1e3)
 """
-    return lambda tree, scratch: [sys.executable, "-c", code]
+    return [sys.executable, "-c", code]
 
 
 def _last_float(stdout: str, scratch: Path) -> float:
@@ -83,33 +84,29 @@ def _loader_ms(stdout: str, scratch: Path) -> float:
 
 SPEEDUPS = [
     Speedup("snakemake's fixed cost (snakemake -n all_ablations)", "52072db^", "52072db", "s",
-            lambda tree, scratch: [sys.executable, "-m", "snakemake", "-n", "all_ablations", "--cores", "1",
-                                   "--quiet"]),
+            lambda side, tree, scratch: [sys.executable, "-m", "snakemake", "-n", "all_ablations", "--cores",
+                                         "1", "--quiet"]),
     Speedup("AdamW step, 40 linear layers 64 x 64 (for-each -> fused)", "default", "fused", "ms",
-            None, _last_float),
+            _adamw_command, _last_float, checkout=False),
     Speedup("Burgers solver (upt generate, 96 x 256, the default's data)", "fdb45e7^", "860a68b", "s",
-            lambda tree, scratch: [sys.executable, "-m", "upt", "generate", "burgers1d", str(scratch / "b.h5"),
+            lambda side, tree, scratch: [sys.executable, "-m", "upt", "generate", "burgers1d", str(scratch / "b.h5"),
                                    "--samples", "96", "--resolution", "256", "--seed", "0"]),
     Speedup("file-backed training window (2D 128^2, 10 + 4 frames)", "0bd5ea5^", "0bd5ea5", "ms",
-            lambda tree, scratch: [sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--samples", "8",
-                                   "--items", "64", "--out", str(scratch)], _loader_ms),
+            lambda side, tree, scratch: [sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--samples",
+                                         "8", "--items", "64", "--out", str(scratch)], _loader_ms),
 ]
 
 
 def worktree(rev: str, where: Path) -> Path:
-    """A detached checkout of ``rev`` under ``where`` (removed by ``cleanup``)."""
+    """A detached checkout of ``rev`` under ``where`` (``measure`` prunes it with ``where``)."""
     path = where / rev.replace("^", "-parent").replace("/", "_")
     if not path.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
     return path
 
 
-def run_once(speedup: Speedup, side: str, tree: Path | None, scratch: Path) -> float:
-    if speedup.command is None:  # an in-process lever, not a commit: AdamW
-        argv = _adamw_command(side == "after")(ROOT, scratch)
-        tree = ROOT
-    else:
-        argv = speedup.command(tree, scratch)
+def run_once(speedup: Speedup, side: str, tree: Path, scratch: Path) -> float:
+    argv = speedup.command(side, tree, scratch)
     # the tree's own package (and, for snakemake, its Snakefile and config: cwd is the tree)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
@@ -126,13 +123,13 @@ def measure(speedups: list[Speedup], repeats: int) -> pd.DataFrame:
         tmp = Path(tmp)
         try:
             for speedup in speedups:
-                trees = {side: (worktree(rev, tmp) if speedup.command else None)
+                trees = {side: (worktree(rev, tmp) if speedup.checkout else ROOT)
                          for side, rev in (("before", speedup.before), ("after", speedup.after))}
                 for side, tree in trees.items():  # one unmeasured run each: caches, bytecode
-                    run_once(speedup, side, tree, _scratch(tmp, speedup, tree, side))
+                    run_once(speedup, side, tree, _scratch(tmp, speedup, side))
                 for repeat in range(repeats):
                     for side, tree in trees.items():
-                        value = run_once(speedup, side, tree, _scratch(tmp, speedup, tree, side))
+                        value = run_once(speedup, side, tree, _scratch(tmp, speedup, side))
                         rows.append({"speedup": speedup.name, "side": side, "revision": getattr(speedup, side),
                                      "repeat": repeat, "value": value, "unit": speedup.unit})
                         print(rows[-1], flush=True)
@@ -141,7 +138,7 @@ def measure(speedups: list[Speedup], repeats: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _scratch(tmp: Path, speedup: Speedup, tree: Path | None, side: str) -> Path:
+def _scratch(tmp: Path, speedup: Speedup, side: str) -> Path:
     """The command's own folder for what it writes."""
     path = tmp / f"scratch-{SPEEDUPS.index(speedup)}-{side}"
     path.mkdir(exist_ok=True)
