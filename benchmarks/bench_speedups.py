@@ -119,9 +119,9 @@ def run_once(speedup: Speedup, side: str, tree: Path, scratch: Path) -> float:
 
 def measure(speedups: list[Speedup], repeats: int) -> pd.DataFrame:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        try:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
             for speedup in speedups:
                 trees = {side: (worktree(rev, tmp) if speedup.checkout else ROOT)
                          for side, rev in (("before", speedup.before), ("after", speedup.after))}
@@ -133,8 +133,8 @@ def measure(speedups: list[Speedup], repeats: int) -> pd.DataFrame:
                         rows.append({"speedup": speedup.name, "side": side, "revision": getattr(speedup, side),
                                      "repeat": repeat, "value": value, "unit": speedup.unit})
                         print(rows[-1], flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
+    finally:  # the checkouts' folders are gone with the temporary directory: drop git's records of them
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
     return pd.DataFrame(rows)
 
 
